@@ -1,0 +1,89 @@
+//! The command line: clap structs that mirror the flags and do no I/O, and the dispatch from
+//! a parsed command to the code that runs it.
+//!
+//! Owns: flag names, help text and exit codes. Must not: hold logic that a library caller
+//! would need; each subcommand resolves its settings and hands over.
+
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::policy::rules::Unattended;
+
+/// Exit codes shared by every subcommand (compat §6).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const MAX_ITERS: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const VERIFY_FAILED: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fsm-runner",
+    version,
+    about = "Plan → execute → verify on an untrusted repository, with every command confined"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a repository's verification contract (pipeline.yml) once, without a model.
+    Verify(VerifyArgs),
+}
+
+/// Flags shared by every command that runs a repository's commands.
+#[derive(Debug, Args, Clone)]
+pub struct RepoArgs {
+    /// The target repository.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// The pipeline file (relative to the current directory, else to the repo).
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// The tests command; wins over `tests.cmds` (default `pytest -q`).
+    #[arg(long)]
+    pub test_cmd: Option<String>,
+    /// Where artifacts go (default: the pipeline's `artifacts.out_dir`, else `.aider_fsm/artifacts` in the repo).
+    #[arg(long)]
+    pub artifacts_dir: Option<PathBuf>,
+    /// strict refuses commands that look interactive and sets CI=1 and friends; guided lets `auth.interactive` commands use the terminal.
+    #[arg(long, value_enum, default_value_t = Unattended::Strict)]
+    pub unattended: Unattended,
+    /// A .env file loaded into the runner's environment (relative to the current directory; empty disables).
+    #[arg(long, default_value = ".env")]
+    pub env_file: String,
+    /// Let .env values replace variables that are already set.
+    #[arg(long)]
+    pub env_override: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verify(args) => verify::run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::BAD_INPUT)
+        }
+    }
+}

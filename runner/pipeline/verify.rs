@@ -1,0 +1,673 @@
+//! Running a pipeline: auth → tests → deploy setup → deploy health → benchmark → metrics,
+//! then the kubectl dump and teardown, with compat §2's retries, timeouts and budgets.
+//!
+//! Owns: the order of stages, what counts as a stage failure, and the artifact names of
+//! compat §5. Must not: spawn processes itself (every command goes through `sandbox::run`) or
+//! write files except through `artifacts`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Pipeline, Stage};
+use crate::artifacts::{ArtifactDir, ArtifactError};
+use crate::policy::rules::{CommandRules, REFUSED_RC, STRICT_ENV_DEFAULTS, Unattended};
+use crate::repo::{Repo, RepoError};
+use crate::sandbox::{
+    self, Background, Capture, CommandOutcome, CommandSpec, Lifetime, TIMEOUT_RC,
+};
+
+/// The stages, in compat's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageName {
+    Auth,
+    Tests,
+    DeploySetup,
+    DeployHealth,
+    Benchmark,
+    Metrics,
+    DeployTeardown,
+    Kubectl,
+}
+
+impl StageName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Auth => "auth",
+            StageName::Tests => "tests",
+            StageName::DeploySetup => "deploy_setup",
+            StageName::DeployHealth => "deploy_health",
+            StageName::Benchmark => "benchmark",
+            StageName::Metrics => "metrics",
+            StageName::DeployTeardown => "deploy_teardown",
+            StageName::Kubectl => "kubectl",
+        }
+    }
+}
+
+/// Largest metrics file the host will read.
+const METRICS_CAP: usize = 16 * 1024 * 1024;
+
+/// Settings resolved by the CLI for one verification.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    pub test_cmd: Option<String>,
+    pub unattended: Unattended,
+    pub output_cap: usize,
+    /// The environment every command starts from, before stage `env` is applied.
+    pub base_env: Vec<(String, String)>,
+    /// Print progress lines to stderr while stages run.
+    pub progress: bool,
+}
+
+/// One attempt of one command, as written to `result.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub cmd: String,
+    /// 0-based position of the command in its stage.
+    pub cmd_index: usize,
+    pub rc: i32,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    pub attempt: u32,
+    pub stdout_dropped_bytes: u64,
+    pub stderr_dropped_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_total_seconds_exceeded: Option<f64>,
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: StageName,
+    pub ok: bool,
+    pub rc: i32,
+    pub failed_index: Option<usize>,
+    pub total_results: usize,
+    pub duration_ms: u64,
+    /// The last attempt's logs.
+    pub stdout_path: Option<PathBuf>,
+    pub stderr_path: Option<PathBuf>,
+    #[serde(skip)]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// The whole verification, as written to `summary.json` and printed by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifySummary {
+    pub ok: bool,
+    pub failed_stage: Option<StageName>,
+    pub auth_rc: Option<i32>,
+    pub tests_rc: Option<i32>,
+    pub deploy_setup_rc: Option<i32>,
+    pub deploy_health_rc: Option<i32>,
+    pub benchmark_rc: Option<i32>,
+    pub deploy_teardown_rc: Option<i32>,
+    pub metrics_path: Option<String>,
+    pub metrics_ok: Option<bool>,
+    pub metrics_errors: Vec<String>,
+    pub test_cmd: String,
+    pub artifacts_dir: PathBuf,
+    pub stages: Vec<StageReport>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+}
+
+/// One verification of one repo.
+pub struct Verification<'a> {
+    pub repo: &'a Repo,
+    pub pipeline: Option<&'a Pipeline>,
+    pub settings: &'a VerifySettings,
+    pub out: &'a ArtifactDir,
+}
+
+/// The stage options a command list runs with.
+struct StageRun<'s> {
+    name: StageName,
+    cmds: &'s [String],
+    config: &'s Stage,
+    interactive: bool,
+    lifetime: Lifetime,
+}
+
+impl Verification<'_> {
+    fn rules(&self) -> CommandRules {
+        CommandRules::new(self.pipeline.map(|p| &p.security), self.settings.unattended)
+    }
+
+    /// Runs the chain, the dump and teardown; writes every artifact; returns the summary.
+    pub fn run(&self) -> Result<VerifySummary, VerifyError> {
+        let default = Pipeline::default();
+        let pipeline = self.pipeline.unwrap_or(&default);
+        let test_cmds = pipeline.effective_test_cmds(self.settings.test_cmd.as_deref());
+        let mut summary = VerifySummary {
+            ok: true,
+            failed_stage: None,
+            auth_rc: None,
+            tests_rc: None,
+            deploy_setup_rc: None,
+            deploy_health_rc: None,
+            benchmark_rc: None,
+            deploy_teardown_rc: None,
+            metrics_path: pipeline
+                .benchmark
+                .as_ref()
+                .and_then(|b| b.metrics_path.clone()),
+            metrics_ok: None,
+            metrics_errors: Vec::new(),
+            test_cmd: super::join_cmds(&test_cmds),
+            artifacts_dir: self.out.path().to_path_buf(),
+            stages: Vec::new(),
+            warnings: pipeline.warnings.clone(),
+        };
+        let mut services: Vec<Background> = Vec::new();
+        self.run_chain(pipeline, &test_cmds, &mut summary, &mut services)?;
+        if let Some(deploy) = &pipeline.deploy {
+            if deploy.kubectl_dump.enabled {
+                self.kubectl_dump(&deploy.kubectl_dump)?;
+            }
+            if !deploy.teardown_cmds.is_empty() && deploy.teardown_policy.runs_after(summary.ok) {
+                let report = self.run_stage(&StageRun {
+                    name: StageName::DeployTeardown,
+                    cmds: &deploy.teardown_cmds,
+                    config: &deploy.common,
+                    interactive: false,
+                    lifetime: Lifetime::Command,
+                })?;
+                summary.deploy_teardown_rc = Some(report.rc);
+                summary.stages.push(report);
+            }
+        }
+        // Services started by deploy setup end here, after teardown had its chance.
+        drop(services);
+        self.out.write_json("summary.json", &summary)?;
+        Ok(summary)
+    }
+
+    fn run_chain(
+        &self,
+        pipeline: &Pipeline,
+        test_cmds: &[String],
+        summary: &mut VerifySummary,
+        services: &mut Vec<Background>,
+    ) -> Result<(), VerifyError> {
+        let empty = Stage::default();
+        let tests_config = pipeline.tests.as_ref().unwrap_or(&empty);
+        let mut plan: Vec<StageRun<'_>> = Vec::new();
+        if let Some(auth) = pipeline.auth.as_ref().filter(|a| !a.stage.cmds.is_empty()) {
+            plan.push(StageRun {
+                name: StageName::Auth,
+                cmds: &auth.stage.cmds,
+                config: &auth.stage,
+                interactive: auth.interactive && self.settings.unattended == Unattended::Guided,
+                lifetime: Lifetime::Command,
+            });
+        }
+        plan.push(StageRun {
+            name: StageName::Tests,
+            cmds: test_cmds,
+            config: tests_config,
+            interactive: false,
+            lifetime: Lifetime::Command,
+        });
+        if let Some(deploy) = &pipeline.deploy {
+            for (name, cmds, lifetime) in [
+                (
+                    StageName::DeploySetup,
+                    &deploy.setup_cmds,
+                    Lifetime::Session,
+                ),
+                (
+                    StageName::DeployHealth,
+                    &deploy.health_cmds,
+                    Lifetime::Command,
+                ),
+            ] {
+                if !cmds.is_empty() {
+                    plan.push(StageRun {
+                        name,
+                        cmds,
+                        config: &deploy.common,
+                        interactive: false,
+                        lifetime,
+                    });
+                }
+            }
+        }
+        if let Some(bench) = pipeline
+            .benchmark
+            .as_ref()
+            .filter(|b| !b.stage.cmds.is_empty())
+        {
+            plan.push(StageRun {
+                name: StageName::Benchmark,
+                cmds: &bench.stage.cmds,
+                config: &bench.stage,
+                interactive: false,
+                lifetime: Lifetime::Command,
+            });
+        }
+        for stage in &plan {
+            let (report, background) = self.run_stage_keeping(stage)?;
+            services.extend(background);
+            let rc = Some(report.rc);
+            match stage.name {
+                StageName::Auth => summary.auth_rc = rc,
+                StageName::Tests => summary.tests_rc = rc,
+                StageName::DeploySetup => summary.deploy_setup_rc = rc,
+                StageName::DeployHealth => summary.deploy_health_rc = rc,
+                StageName::Benchmark => summary.benchmark_rc = rc,
+                _ => {}
+            }
+            let ok = report.ok;
+            summary.stages.push(report);
+            if !ok {
+                summary.ok = false;
+                summary.failed_stage = Some(stage.name);
+                return Ok(());
+            }
+        }
+        if let Some(path) = pipeline
+            .benchmark
+            .as_ref()
+            .and_then(|b| b.metrics_path.as_deref())
+        {
+            let required = pipeline
+                .benchmark
+                .as_ref()
+                .map_or(&[][..], |b| b.required_keys.as_slice());
+            summary.metrics_errors = self.check_metrics(path, required)?;
+            summary.metrics_ok = Some(summary.metrics_errors.is_empty());
+            if !summary.metrics_errors.is_empty() {
+                summary.ok = false;
+                summary.failed_stage = Some(StageName::Metrics);
+                self.progress(&format!("metrics: {}", summary.metrics_errors.join("; ")));
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(&self, line: &str) {
+        if self.settings.progress {
+            eprintln!("fsm-runner: {line}");
+        }
+    }
+
+    fn run_stage(&self, stage: &StageRun<'_>) -> Result<StageReport, VerifyError> {
+        let (report, background) = self.run_stage_keeping(stage)?;
+        drop(background);
+        Ok(report)
+    }
+
+    /// Runs a stage's commands with retries; returns its report and any services it started.
+    fn run_stage_keeping(
+        &self,
+        stage: &StageRun<'_>,
+    ) -> Result<(StageReport, Vec<Background>), VerifyError> {
+        let started = Instant::now();
+        let mut attempts: Vec<AttemptRecord> = Vec::new();
+        let mut services = Vec::new();
+        let mut failed_index = None;
+        let workdir = self.repo.workdir(stage.config.workdir.as_deref());
+        let budget = self.pipeline.and_then(|p| p.security.max_total_seconds);
+        'commands: for (index, cmd) in stage.cmds.iter().enumerate() {
+            let cwd = match &workdir {
+                Ok(cwd) => cwd.clone(),
+                Err(e) => {
+                    let record = self.refusal(stage, index, 1, cmd, 2, &workdir_reason(e))?;
+                    attempts.push(record);
+                    failed_index = Some(index);
+                    break 'commands;
+                }
+            };
+            for attempt in 1..=stage.config.retries + 1 {
+                if let Some(limit) = budget.filter(|l| started.elapsed().as_secs_f64() > *l) {
+                    let reason = format!("max_total_seconds_exceeded: {}", format_seconds(limit));
+                    let mut record =
+                        self.refusal(stage, index, attempt, cmd, TIMEOUT_RC, &reason)?;
+                    record.refused = None;
+                    record.max_total_seconds_exceeded = Some(limit);
+                    self.write_result(stage.name, index, attempt, &record)?;
+                    attempts.push(record);
+                    failed_index = Some(index);
+                    break 'commands;
+                }
+                if let Err(reason) = self.rules().check(cmd) {
+                    attempts.push(self.refusal(stage, index, attempt, cmd, REFUSED_RC, &reason)?);
+                    failed_index = Some(index);
+                    break 'commands;
+                }
+                let (record, background) = self.attempt(stage, index, attempt, cmd, cwd.clone())?;
+                services.extend(background);
+                let rc = record.rc;
+                attempts.push(record);
+                if rc == 0 {
+                    continue 'commands;
+                }
+            }
+            failed_index = Some(index);
+            break;
+        }
+        let report = self.finish_stage(stage.name, attempts, failed_index, started)?;
+        Ok((report, services))
+    }
+
+    fn finish_stage(
+        &self,
+        name: StageName,
+        attempts: Vec<AttemptRecord>,
+        failed_index: Option<usize>,
+        started: Instant,
+    ) -> Result<StageReport, VerifyError> {
+        let stage = name.as_str();
+        #[derive(Serialize)]
+        struct StageSummary {
+            ok: bool,
+            failed_index: Option<usize>,
+            total_results: usize,
+        }
+        let ok = failed_index.is_none();
+        self.out.write_json(
+            &format!("{stage}_summary.json"),
+            &StageSummary {
+                ok,
+                failed_index,
+                total_results: attempts.len(),
+            },
+        )?;
+        let rc = attempts.last().map_or(0, |a| a.rc);
+        let (mut stdout_path, mut stderr_path) = (None, None);
+        if let Some(last) = attempts.last() {
+            let prefix = attempt_prefix(name, last.cmd_index, last.attempt);
+            for suffix in ["cmd.txt", "stdout.txt", "stderr.txt", "result.json"] {
+                // The last attempt again under the stage's own name (compat §5).
+                let from = self.out.path().join(format!("{prefix}_{suffix}"));
+                let bytes = std::fs::read(&from).unwrap_or_default();
+                let to = self.out.write_bytes(&format!("{stage}_{suffix}"), &bytes)?;
+                match suffix {
+                    "stdout.txt" => stdout_path = Some(to),
+                    "stderr.txt" => stderr_path = Some(to),
+                    _ => {}
+                }
+            }
+        }
+        Ok(StageReport {
+            stage: name,
+            ok,
+            rc,
+            failed_index,
+            total_results: attempts.len(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            stdout_path,
+            stderr_path,
+            attempts,
+        })
+    }
+
+    /// Records a command that did not run: refused by the rules, a bad workdir, a budget.
+    fn refusal(
+        &self,
+        stage: &StageRun<'_>,
+        index: usize,
+        attempt: u32,
+        cmd: &str,
+        rc: i32,
+        reason: &str,
+    ) -> Result<AttemptRecord, VerifyError> {
+        self.progress(&format!(
+            "{}: `{cmd}` refused: {reason}",
+            stage.name.as_str()
+        ));
+        let mut stderr = Capture::new(self.settings.output_cap);
+        stderr.push(format!("{reason}\n").as_bytes());
+        let outcome = CommandOutcome {
+            rc,
+            timed_out: false,
+            duration: Duration::ZERO,
+            stdout: Capture::new(0),
+            stderr,
+        };
+        let mut record = self.record(stage.name, index, attempt, cmd, &outcome)?;
+        record.refused = Some(reason.to_string());
+        self.write_result(stage.name, index, attempt, &record)?;
+        Ok(record)
+    }
+
+    fn attempt(
+        &self,
+        stage: &StageRun<'_>,
+        index: usize,
+        attempt: u32,
+        cmd: &str,
+        cwd: PathBuf,
+    ) -> Result<(AttemptRecord, Option<Background>), VerifyError> {
+        let mut spec = CommandSpec::shell(cmd, cwd, self.command_env(stage.config));
+        spec.timeout = self.command_timeout(stage.config);
+        spec.interactive = stage.interactive;
+        spec.lifetime = stage.lifetime;
+        self.progress(&format!(
+            "{}: running `{cmd}` (command {}, try {attempt})",
+            stage.name.as_str(),
+            index + 1
+        ));
+        let (outcome, background) = sandbox::run(&spec, self.settings.output_cap)?;
+        let record = self.record(stage.name, index, attempt, cmd, &outcome)?;
+        self.progress(&format!(
+            "{}: rc={}{} in {:.2}s",
+            stage.name.as_str(),
+            outcome.rc,
+            if outcome.timed_out {
+                " (timed out)"
+            } else {
+                ""
+            },
+            outcome.duration.as_secs_f64()
+        ));
+        Ok((record, background))
+    }
+
+    /// Writes the attempt's four files and returns its record.
+    fn record(
+        &self,
+        stage: StageName,
+        index: usize,
+        attempt: u32,
+        cmd: &str,
+        outcome: &CommandOutcome,
+    ) -> Result<AttemptRecord, VerifyError> {
+        let record = AttemptRecord {
+            cmd: cmd.to_string(),
+            cmd_index: index,
+            rc: outcome.rc,
+            timed_out: outcome.timed_out,
+            duration_ms: outcome.duration.as_millis() as u64,
+            attempt,
+            stdout_dropped_bytes: outcome.stdout.dropped(),
+            stderr_dropped_bytes: outcome.stderr.dropped(),
+            refused: None,
+            max_total_seconds_exceeded: None,
+        };
+        let prefix = attempt_prefix(stage, index, attempt);
+        self.out.write_text(&format!("{prefix}_cmd.txt"), cmd)?;
+        self.out
+            .write_text(&format!("{prefix}_stdout.txt"), &outcome.stdout.to_text())?;
+        self.out
+            .write_text(&format!("{prefix}_stderr.txt"), &outcome.stderr.to_text())?;
+        self.write_result(stage, index, attempt, &record)?;
+        Ok(record)
+    }
+
+    fn write_result(
+        &self,
+        stage: StageName,
+        index: usize,
+        attempt: u32,
+        record: &AttemptRecord,
+    ) -> Result<(), VerifyError> {
+        let prefix = attempt_prefix(stage, index, attempt);
+        self.out
+            .write_json(&format!("{prefix}_result.json"), record)?;
+        Ok(())
+    }
+
+    /// The stage's timeout, capped by `security.max_cmd_seconds`.
+    fn command_timeout(&self, config: &Stage) -> Option<Duration> {
+        let cap = self.pipeline.and_then(|p| p.security.max_cmd_seconds);
+        let secs = match (config.timeout_seconds, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        };
+        secs.map(Duration::from_secs_f64)
+    }
+
+    /// The base environment, strict-mode defaults where unset, then the stage's `env`.
+    fn command_env(&self, config: &Stage) -> Vec<(String, String)> {
+        let mut env = self.settings.base_env.clone();
+        if self.settings.unattended == Unattended::Strict {
+            for (key, value) in STRICT_ENV_DEFAULTS {
+                if !env.iter().any(|(k, _)| k == key) {
+                    env.push((key.to_string(), value.to_string()));
+                }
+            }
+        }
+        for (key, value) in &config.env {
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
+        env
+    }
+
+    /// Checks the metrics file; copies it into the artifacts whatever it holds.
+    fn check_metrics(&self, path: &str, required: &[String]) -> Result<Vec<String>, VerifyError> {
+        let bytes = match self.repo.read_untrusted(path, METRICS_CAP) {
+            Ok((bytes, _)) => bytes,
+            Err(RepoError::NotFound(_)) => {
+                return Ok(vec![format!("metrics_file_missing: {path}")]);
+            }
+            Err(RepoError::OutsideRepo(_)) => {
+                return Ok(vec![format!("metrics_file_outside_repo: {path}")]);
+            }
+            Err(RepoError::NotAFile(_)) => {
+                return Ok(vec![format!("metrics_file_not_regular: {path}")]);
+            }
+            Err(e) => return Ok(vec![format!("metrics_file_unreadable: {e}")]),
+        };
+        self.out.write_bytes("metrics.json", &bytes)?;
+        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(vec![format!("invalid_json: {e}")]),
+        };
+        let Some(object) = value.as_object() else {
+            return Ok(vec!["metrics_json_not_object".into()]);
+        };
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|k| !object.contains_key(k.as_str()))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Ok(vec![format!("missing_keys: {}", missing.join(", "))])
+        }
+    }
+
+    /// Dumps cluster state into `kubectl/` when kubectl is on PATH; failures are recorded,
+    /// never fatal.
+    fn kubectl_dump(&self, dump: &super::KubectlDump) -> Result<(), VerifyError> {
+        let Some(kubectl) = find_on_path("kubectl", &self.settings.base_env) else {
+            self.progress("kubectl_dump: kubectl not found on PATH, skipped");
+            return Ok(());
+        };
+        let dir = self.out.subdir("kubectl")?;
+        let kubectl = kubectl.display().to_string();
+        let mut commands: Vec<(&str, Vec<String>)> = vec![
+            (
+                "nodes",
+                vec!["get".into(), "nodes".into(), "-o".into(), "wide".into()],
+            ),
+            ("namespaces", vec!["get".into(), "namespaces".into()]),
+            (
+                "pods",
+                vec![
+                    "get".into(),
+                    "pods".into(),
+                    "-A".into(),
+                    "-o".into(),
+                    "wide".into(),
+                ],
+            ),
+            ("all", vec!["get".into(), "all".into(), "-A".into()]),
+            ("events", vec!["get".into(), "events".into(), "-A".into()]),
+        ];
+        if let (true, Some(selector)) = (dump.include_logs, &dump.label_selector) {
+            let mut args = vec![
+                "logs".into(),
+                "-l".into(),
+                selector.clone(),
+                "--all-containers".into(),
+                "--tail=2000".into(),
+            ];
+            match &dump.namespace {
+                Some(ns) => args.extend(["-n".to_string(), ns.clone()]),
+                None => args.push("-A".into()),
+            }
+            commands.push(("logs", args));
+        }
+        for (name, args) in commands {
+            let mut spec = CommandSpec::shell(
+                "",
+                self.repo.root().to_path_buf(),
+                self.settings.base_env.clone(),
+            );
+            spec.argv = std::iter::once(kubectl.clone()).chain(args).collect();
+            spec.timeout = Some(Duration::from_secs(60));
+            let (outcome, _) = sandbox::run(&spec, self.settings.output_cap)?;
+            dir.write_text(&format!("{name}.txt"), &outcome.stdout.to_text())?;
+            dir.write_text(&format!("{name}.stderr.txt"), &outcome.stderr.to_text())?;
+        }
+        Ok(())
+    }
+}
+
+/// `<stage>_cmdNN_tryNN`, both numbers 1-based.
+fn attempt_prefix(stage: StageName, index: usize, attempt: u32) -> String {
+    format!("{}_cmd{:02}_try{attempt:02}", stage.as_str(), index + 1)
+}
+
+fn workdir_reason(e: &RepoError) -> String {
+    match e {
+        RepoError::OutsideRepo(w) => format!("workdir_outside_repo: {w}"),
+        other => format!("bad_workdir: {other}"),
+    }
+}
+
+fn format_seconds(s: f64) -> String {
+    if s.fract() == 0.0 {
+        format!("{}", s as u64)
+    } else {
+        format!("{s}")
+    }
+}
+
+/// Finds `program` in the PATH of `env`.
+pub fn find_on_path(program: &str, env: &[(String, String)]) -> Option<PathBuf> {
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())?;
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}

@@ -1,0 +1,253 @@
+//! The sandbox helper: this binary re-executed as `fsm-runner __sandbox-helper`.
+//!
+//! Owns: starting the command in its own process group, its timeout, and killing every
+//! process the command started (the helper is a child subreaper, so even daemons that
+//! double-fork or start their own session come back to it). Must not: read or write anything
+//! but fds 3 (spec and control) and 4 (report); it runs before any runtime or thread exists.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CommandSpec, Lifetime, TIMEOUT_RC};
+
+/// What the helper tells the runner on fd 4.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct HelperReport {
+    pub rc: i32,
+    pub timed_out: bool,
+    /// Why the command could not be started, when it could not.
+    pub error: Option<String>,
+    /// Processes are still running and held until the control channel closes.
+    pub background: bool,
+}
+
+impl HelperReport {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    fn refused(rc: i32, error: String) -> Self {
+        HelperReport {
+            rc,
+            error: Some(error),
+            ..HelperReport::default()
+        }
+    }
+}
+
+/// Entry point, called by `main` before anything else when `argv[1]` is the helper flag.
+pub fn main() -> ! {
+    // SAFETY: the runner placed the spec pipe at fd 3 and the report pipe at fd 4 for us;
+    // nothing else in this fresh process owns them.
+    let (control, mut report_pipe) = unsafe { (File::from_raw_fd(3), File::from_raw_fd(4)) };
+    set_cloexec(3);
+    set_cloexec(4);
+    let mut control = BufReader::new(control);
+    let (report, group) = run(&mut control);
+    let encoded = serde_json::to_vec(&report).unwrap_or_default();
+    let _ = report_pipe.write_all(&encoded);
+    drop(report_pipe);
+    if report.background {
+        // Hold the session's processes until the runner closes the control channel.
+        let mut sink = Vec::new();
+        let _ = control.read_to_end(&mut sink);
+    }
+    if let Some(group) = group {
+        kill_all_descendants(group);
+    }
+    std::process::exit(0)
+}
+
+fn set_cloexec(fd: i32) {
+    // SAFETY: fcntl on a descriptor this process owns.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+fn prctl(option: libc::c_int, arg: libc::c_ulong) {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(option, arg, 0, 0, 0);
+    }
+}
+
+/// Runs the command; returns the report and the process group to clean up.
+fn run(control: &mut BufReader<File>) -> (HelperReport, Option<i32>) {
+    let mut line = String::new();
+    if let Err(e) = control.read_line(&mut line) {
+        return (
+            HelperReport::refused(125, format!("cannot read the command spec: {e}")),
+            None,
+        );
+    }
+    let spec: CommandSpec = match serde_json::from_str(&line) {
+        Ok(spec) => spec,
+        Err(e) => {
+            return (
+                HelperReport::refused(125, format!("bad command spec: {e}")),
+                None,
+            );
+        }
+    };
+    prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } == 1 {
+        return (HelperReport::refused(125, "the runner exited".into()), None);
+    }
+    prctl(libc::PR_SET_DUMPABLE, 0);
+    prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+
+    let mut child = match command(&spec).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let rc = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let program = spec.argv.first().map_or("", String::as_str);
+            let error = format!("cannot start `{program}` in `{}`: {e}", spec.cwd.display());
+            return (HelperReport::refused(rc, error), None);
+        }
+    };
+    let group = child.id() as i32;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    if let Some(timeout) = spec.timeout {
+        start_timer(timeout, group, timed_out.clone(), finished.clone());
+    }
+    let status = child.wait();
+    finished.store(true, Ordering::SeqCst);
+    let mut report = HelperReport::default();
+    match status {
+        Ok(status) => {
+            report.rc = status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(125);
+        }
+        Err(e) => report = HelperReport::refused(125, format!("cannot wait for the command: {e}")),
+    }
+    if timed_out.load(Ordering::SeqCst) {
+        report.rc = TIMEOUT_RC;
+        report.timed_out = true;
+    }
+    if spec.lifetime == Lifetime::Session && !report.timed_out {
+        reap_exited();
+        report.background = has_children();
+    }
+    (report, Some(group))
+}
+
+fn command(spec: &CommandSpec) -> Command {
+    let (program, args) = match spec.argv.split_first() {
+        Some((p, a)) => (p.as_str(), a),
+        None => ("", &[][..]),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    // SAFETY: only prctl, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn start_timer(
+    timeout: Duration,
+    group: i32,
+    timed_out: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+) {
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        if !finished.load(Ordering::SeqCst) {
+            timed_out.store(true, Ordering::SeqCst);
+            // SAFETY: kill with a negative pid signals the command's process group.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
+    });
+}
+
+/// Reaps every child that has already exited, without blocking.
+fn reap_exited() {
+    // SAFETY: waitpid with WNOHANG on any child; the status is discarded.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
+/// Whether any child (exited or not) is left.
+fn has_children() -> bool {
+    // SAFETY: waitpid with WNOHANG only reports; it reaps nothing when it returns 0.
+    let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+    r >= 0
+}
+
+/// Kills the command's group, then every process that is (or becomes, by reparenting to this
+/// subreaper) a child of the helper, until none is left.
+fn kill_all_descendants(group: i32) {
+    loop {
+        // SAFETY: signalling a process group we created; ESRCH is fine.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        reap_exited();
+        let children = live_children();
+        if children.is_empty() {
+            if !has_children() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        for pid in children {
+            // SAFETY: signalling our own child and the group it may lead.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The helper's direct children, from /proc.
+fn live_children() -> Vec<i32> {
+    let mut pids = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    pids
+}
