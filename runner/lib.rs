@@ -4,6 +4,7 @@
 //! Modules follow the data flow: `cli` → `pipeline` (with its `verify` stages) / `plan` /
 //! `policy` → `sandbox` → `repo` / `artifacts`. See `docs/architecture.md`.
 
+pub mod actions;
 pub mod artifacts;
 pub mod cli;
 pub mod envfile;

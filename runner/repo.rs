@@ -26,6 +26,8 @@ pub enum RepoError {
     NotAFile(String),
     #[error("`{0}` is not a directory")]
     NotADirectory(String),
+    #[error("`{0}` is protected")]
+    Protected(String),
     #[error("`{path}`: {source}")]
     Io {
         path: String,
@@ -153,6 +155,112 @@ impl Repo {
     }
 }
 
+/// Paths inside the repo that a writer may not touch: exact files and whole directories,
+/// both relative to the root.
+#[derive(Debug, Clone, Default)]
+pub struct Protected {
+    pub files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+    /// Exceptions inside protected dirs (`.aider_fsm/actions.yml`).
+    pub allowed: Vec<PathBuf>,
+}
+
+impl Protected {
+    /// What commands and writers may never change: the plan, the pipeline, the policy,
+    /// `.git/` and the runner's `.aider_fsm/` (except the model's `actions.yml`).
+    pub fn standard(repo: &Repo, contract_files: &[&Path]) -> Self {
+        let files = contract_files
+            .iter()
+            .filter_map(|p| {
+                let abs = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    repo.root().join(p)
+                };
+                let canon = std::fs::canonicalize(&abs).unwrap_or(abs);
+                canon.strip_prefix(repo.root()).ok().map(Path::to_path_buf)
+            })
+            .collect();
+        Protected {
+            files,
+            dirs: vec![PathBuf::from(".git"), PathBuf::from(".aider_fsm")],
+            allowed: vec![PathBuf::from(".aider_fsm/actions.yml")],
+        }
+    }
+
+    pub fn covers(&self, rel: &Path) -> bool {
+        if self.allowed.iter().any(|a| a == rel) {
+            return false;
+        }
+        self.files.iter().any(|f| f == rel) || self.dirs.iter().any(|d| rel.starts_with(d))
+    }
+}
+
+impl Repo {
+    /// Where a write to `path` would really land, relative to the root: symlinked parent
+    /// directories inside the repo are followed (so `docs -> .` cannot smuggle a write to a
+    /// protected file), links that lead out are refused.
+    pub fn resolve_for_write(&self, path: &str) -> Result<PathBuf, RepoError> {
+        let rel = self.relative(path)?;
+        let Some(name) = rel.file_name() else {
+            return Err(RepoError::NotAFile(path.to_string()));
+        };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        // The deepest existing ancestor decides where the new directories would go.
+        let mut existing = parent.to_path_buf();
+        let mut missing = Vec::new();
+        while !existing.as_os_str().is_empty() && self.dir.symlink_metadata(&existing).is_err() {
+            missing.push(
+                existing
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_default(),
+            );
+            existing.pop();
+        }
+        let host = std::fs::canonicalize(self.root.join(&existing))
+            .map_err(|e| Self::classify(path, e))?;
+        let mut real = host
+            .strip_prefix(&self.root)
+            .map_err(|_| RepoError::OutsideRepo(path.to_string()))?
+            .to_path_buf();
+        real.extend(missing.iter().rev());
+        real.push(name);
+        Ok(real)
+    }
+
+    /// Writes a file atomically inside the repo, creating parent directories. Refuses paths
+    /// that lead out, that are protected, or whose final component is a directory.
+    pub fn write_file(
+        &self,
+        path: &str,
+        content: &[u8],
+        protected: &Protected,
+    ) -> Result<PathBuf, RepoError> {
+        let real = self.resolve_for_write(path)?;
+        if protected.covers(&real) {
+            return Err(RepoError::Protected(path.to_string()));
+        }
+        let io = |e| Self::classify(path, e);
+        if let Some(parent) = real.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.dir.create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = real.with_file_name(format!(
+            ".{}.fsm-tmp{}",
+            real.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        self.dir.write(&tmp, content).map_err(io)?;
+        if let Err(e) = self.dir.rename(&tmp, &self.dir, &real) {
+            let _ = self.dir.remove_file(&tmp);
+            return Err(io(e));
+        }
+        Ok(real)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +306,57 @@ mod tests {
             repo.workdir(Some("dirlink")),
             Err(RepoError::OutsideRepo(_))
         ));
+    }
+
+    #[test]
+    fn writes_refuse_protected_paths_even_through_links() {
+        let (t, repo) = repo();
+        let _ = std::fs::write(t.path().join("PLAN.md"), "plan");
+        let _ = std::os::unix::fs::symlink(".", t.path().join("docs"));
+        let _ = std::os::unix::fs::symlink("/tmp", t.path().join("out"));
+        let protected = Protected {
+            files: vec![PathBuf::from("PLAN.md")],
+            dirs: vec![PathBuf::from(".git")],
+            allowed: vec![],
+        };
+        for path in [
+            "PLAN.md",
+            "docs/PLAN.md",
+            "./x/../PLAN.md",
+            ".git/hooks/pre-commit",
+        ] {
+            assert!(
+                matches!(
+                    repo.write_file(path, b"x", &protected),
+                    Err(RepoError::Protected(_))
+                ),
+                "{path}"
+            );
+        }
+        assert!(matches!(
+            repo.write_file("out/x", b"x", &protected),
+            Err(RepoError::OutsideRepo(_))
+        ));
+        assert!(matches!(
+            repo.write_file("../x", b"x", &protected),
+            Err(RepoError::OutsideRepo(_))
+        ));
+        assert!(
+            repo.write_file("new/dir/file.txt", b"hi", &protected)
+                .is_ok()
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("new/dir/file.txt"))
+                .ok()
+                .as_deref(),
+            Some("hi")
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("PLAN.md"))
+                .ok()
+                .as_deref(),
+            Some("plan")
+        );
     }
 
     #[test]

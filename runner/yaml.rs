@@ -244,7 +244,10 @@ impl<'a> Field<'a> {
                 Some(t) if !t.trim().is_empty() => Ok(t.to_string()),
                 _ => Err(self.error("must be a non-empty string")),
             },
-            _ => Err(self.error("must be a non-empty string")),
+            Value::Map(_) => Err(self.error(
+                "must be a non-empty string, got a mapping (hint: quote text that contains `: `)",
+            )),
+            Value::Seq(_) => Err(self.error("must be a non-empty string, got a list")),
         }
     }
 
@@ -291,10 +294,8 @@ impl<'a> Field<'a> {
             return Ok(String::new());
         };
         let quoted = matches!(&self.node.value, Value::Scalar { quoted: true, .. });
-        if !quoted {
-            if let Some(b) = parse_bool(text) {
-                return Ok(if b { "True" } else { "False" }.to_string());
-            }
+        if !quoted && let Some(b) = parse_bool(text) {
+            return Ok(if b { "True" } else { "False" }.to_string());
         }
         Ok(text.to_string())
     }

@@ -4,6 +4,7 @@
 //! Owns: flag names, help text and exit codes. Must not: hold logic that a library caller
 //! would need; each subcommand resolves its settings and hands over.
 
+mod actions;
 mod verify;
 
 use std::path::PathBuf;
@@ -36,6 +37,33 @@ pub struct Cli {
 pub enum Command {
     /// Run a repository's verification contract (pipeline.yml) once, without a model.
     Verify(VerifyArgs),
+    /// Work with `.aider_fsm/actions.yml` files.
+    #[command(subcommand)]
+    Actions(ActionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActionsCommand {
+    /// Run an actions file the way the loop does (confined, recorded, then deleted).
+    Run(ActionsRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ActionsRunArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The actions file (default `.aider_fsm/actions.yml` in the repo).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The plan file, protected from writes (relative to the repo).
+    #[arg(long, default_value = "PLAN.md")]
+    pub plan_path: PathBuf,
+    /// Keep the file instead of deleting it after the run.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags shared by every command that runs a repository's commands.
@@ -78,6 +106,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verify(args) => verify::run(&args),
+        Command::Actions(ActionsCommand::Run(args)) => actions::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -30,6 +30,7 @@ pub enum StageName {
     Metrics,
     DeployTeardown,
     Kubectl,
+    Actions,
 }
 
 impl StageName {
@@ -43,6 +44,7 @@ impl StageName {
             StageName::Metrics => "metrics",
             StageName::DeployTeardown => "deploy_teardown",
             StageName::Kubectl => "kubectl",
+            StageName::Actions => "actions",
         }
     }
 }
@@ -133,12 +135,27 @@ pub struct Verification<'a> {
 }
 
 /// The stage options a command list runs with.
-struct StageRun<'s> {
-    name: StageName,
-    cmds: &'s [String],
-    config: &'s Stage,
-    interactive: bool,
-    lifetime: Lifetime,
+pub struct StageRun<'s> {
+    pub name: StageName,
+    /// The artifact file prefix: the stage's name, or an action's id.
+    pub label: &'s str,
+    pub cmds: &'s [String],
+    pub config: &'s Stage,
+    pub interactive: bool,
+    pub lifetime: Lifetime,
+}
+
+impl<'s> StageRun<'s> {
+    fn new(name: StageName, cmds: &'s [String], config: &'s Stage) -> Self {
+        StageRun {
+            name,
+            label: name.as_str(),
+            cmds,
+            config,
+            interactive: false,
+            lifetime: Lifetime::Command,
+        }
+    }
 }
 
 impl Verification<'_> {
@@ -178,13 +195,11 @@ impl Verification<'_> {
                 self.kubectl_dump(&deploy.kubectl_dump)?;
             }
             if !deploy.teardown_cmds.is_empty() && deploy.teardown_policy.runs_after(summary.ok) {
-                let report = self.run_stage(&StageRun {
-                    name: StageName::DeployTeardown,
-                    cmds: &deploy.teardown_cmds,
-                    config: &deploy.common,
-                    interactive: false,
-                    lifetime: Lifetime::Command,
-                })?;
+                let report = self.run_stage(&StageRun::new(
+                    StageName::DeployTeardown,
+                    &deploy.teardown_cmds,
+                    &deploy.common,
+                ))?;
                 summary.deploy_teardown_rc = Some(report.rc);
                 summary.stages.push(report);
             }
@@ -206,21 +221,11 @@ impl Verification<'_> {
         let tests_config = pipeline.tests.as_ref().unwrap_or(&empty);
         let mut plan: Vec<StageRun<'_>> = Vec::new();
         if let Some(auth) = pipeline.auth.as_ref().filter(|a| !a.stage.cmds.is_empty()) {
-            plan.push(StageRun {
-                name: StageName::Auth,
-                cmds: &auth.stage.cmds,
-                config: &auth.stage,
-                interactive: auth.interactive && self.settings.unattended == Unattended::Guided,
-                lifetime: Lifetime::Command,
-            });
+            let mut run = StageRun::new(StageName::Auth, &auth.stage.cmds, &auth.stage);
+            run.interactive = auth.interactive && self.settings.unattended == Unattended::Guided;
+            plan.push(run);
         }
-        plan.push(StageRun {
-            name: StageName::Tests,
-            cmds: test_cmds,
-            config: tests_config,
-            interactive: false,
-            lifetime: Lifetime::Command,
-        });
+        plan.push(StageRun::new(StageName::Tests, test_cmds, tests_config));
         if let Some(deploy) = &pipeline.deploy {
             for (name, cmds, lifetime) in [
                 (
@@ -235,13 +240,9 @@ impl Verification<'_> {
                 ),
             ] {
                 if !cmds.is_empty() {
-                    plan.push(StageRun {
-                        name,
-                        cmds,
-                        config: &deploy.common,
-                        interactive: false,
-                        lifetime,
-                    });
+                    let mut run = StageRun::new(name, cmds, &deploy.common);
+                    run.lifetime = lifetime;
+                    plan.push(run);
                 }
             }
         }
@@ -250,13 +251,11 @@ impl Verification<'_> {
             .as_ref()
             .filter(|b| !b.stage.cmds.is_empty())
         {
-            plan.push(StageRun {
-                name: StageName::Benchmark,
-                cmds: &bench.stage.cmds,
-                config: &bench.stage,
-                interactive: false,
-                lifetime: Lifetime::Command,
-            });
+            plan.push(StageRun::new(
+                StageName::Benchmark,
+                &bench.stage.cmds,
+                &bench.stage,
+            ));
         }
         for stage in &plan {
             let (report, background) = self.run_stage_keeping(stage)?;
@@ -304,7 +303,7 @@ impl Verification<'_> {
         }
     }
 
-    fn run_stage(&self, stage: &StageRun<'_>) -> Result<StageReport, VerifyError> {
+    pub fn run_stage(&self, stage: &StageRun<'_>) -> Result<StageReport, VerifyError> {
         let (report, background) = self.run_stage_keeping(stage)?;
         drop(background);
         Ok(report)
@@ -338,7 +337,7 @@ impl Verification<'_> {
                         self.refusal(stage, index, attempt, cmd, TIMEOUT_RC, &reason)?;
                     record.refused = None;
                     record.max_total_seconds_exceeded = Some(limit);
-                    self.write_result(stage.name, index, attempt, &record)?;
+                    self.write_result(stage.label, index, attempt, &record)?;
                     attempts.push(record);
                     failed_index = Some(index);
                     break 'commands;
@@ -359,18 +358,18 @@ impl Verification<'_> {
             failed_index = Some(index);
             break;
         }
-        let report = self.finish_stage(stage.name, attempts, failed_index, started)?;
+        let report = self.finish_stage(stage, attempts, failed_index, started)?;
         Ok((report, services))
     }
 
     fn finish_stage(
         &self,
-        name: StageName,
+        run: &StageRun<'_>,
         attempts: Vec<AttemptRecord>,
         failed_index: Option<usize>,
         started: Instant,
     ) -> Result<StageReport, VerifyError> {
-        let stage = name.as_str();
+        let stage = run.label;
         #[derive(Serialize)]
         struct StageSummary {
             ok: bool,
@@ -389,7 +388,7 @@ impl Verification<'_> {
         let rc = attempts.last().map_or(0, |a| a.rc);
         let (mut stdout_path, mut stderr_path) = (None, None);
         if let Some(last) = attempts.last() {
-            let prefix = attempt_prefix(name, last.cmd_index, last.attempt);
+            let prefix = attempt_prefix(stage, last.cmd_index, last.attempt);
             for suffix in ["cmd.txt", "stdout.txt", "stderr.txt", "result.json"] {
                 // The last attempt again under the stage's own name (compat §5).
                 let from = self.out.path().join(format!("{prefix}_{suffix}"));
@@ -403,7 +402,7 @@ impl Verification<'_> {
             }
         }
         Ok(StageReport {
-            stage: name,
+            stage: run.name,
             ok,
             rc,
             failed_index,
@@ -438,9 +437,9 @@ impl Verification<'_> {
             stdout: Capture::new(0),
             stderr,
         };
-        let mut record = self.record(stage.name, index, attempt, cmd, &outcome)?;
+        let mut record = self.record(stage.label, index, attempt, cmd, &outcome)?;
         record.refused = Some(reason.to_string());
-        self.write_result(stage.name, index, attempt, &record)?;
+        self.write_result(stage.label, index, attempt, &record)?;
         Ok(record)
     }
 
@@ -458,14 +457,14 @@ impl Verification<'_> {
         spec.lifetime = stage.lifetime;
         self.progress(&format!(
             "{}: running `{cmd}` (command {}, try {attempt})",
-            stage.name.as_str(),
+            stage.label,
             index + 1
         ));
         let (outcome, background) = sandbox::run(&spec, self.settings.output_cap)?;
-        let record = self.record(stage.name, index, attempt, cmd, &outcome)?;
+        let record = self.record(stage.label, index, attempt, cmd, &outcome)?;
         self.progress(&format!(
             "{}: rc={}{} in {:.2}s",
-            stage.name.as_str(),
+            stage.label,
             outcome.rc,
             if outcome.timed_out {
                 " (timed out)"
@@ -480,7 +479,7 @@ impl Verification<'_> {
     /// Writes the attempt's four files and returns its record.
     fn record(
         &self,
-        stage: StageName,
+        stage: &str,
         index: usize,
         attempt: u32,
         cmd: &str,
@@ -510,7 +509,7 @@ impl Verification<'_> {
 
     fn write_result(
         &self,
-        stage: StageName,
+        stage: &str,
         index: usize,
         attempt: u32,
         record: &AttemptRecord,
@@ -642,8 +641,8 @@ impl Verification<'_> {
 }
 
 /// `<stage>_cmdNN_tryNN`, both numbers 1-based.
-fn attempt_prefix(stage: StageName, index: usize, attempt: u32) -> String {
-    format!("{}_cmd{:02}_try{attempt:02}", stage.as_str(), index + 1)
+fn attempt_prefix(stage: &str, index: usize, attempt: u32) -> String {
+    format!("{stage}_cmd{:02}_try{attempt:02}", index + 1)
 }
 
 fn workdir_reason(e: &RepoError) -> String {

@@ -129,15 +129,15 @@ impl CommandRules {
         if self.unattended == Unattended::Strict && looks_interactive(cmd) {
             return Err("likely_interactive_command_disallowed_in_strict_mode".into());
         }
-        if self.mode == SecurityMode::Safe {
-            if let Some(p) = SAFE_DENY.iter().find(|p| p.is_match(cmd)) {
-                let code = if self.has_pipeline {
-                    "blocked_by_denylist"
-                } else {
-                    "blocked_by_default_safe_deny"
-                };
-                return Err(format!("{code}: {}", p.text));
-            }
+        if self.mode == SecurityMode::Safe
+            && let Some(p) = SAFE_DENY.iter().find(|p| p.is_match(cmd))
+        {
+            let code = if self.has_pipeline {
+                "blocked_by_denylist"
+            } else {
+                "blocked_by_default_safe_deny"
+            };
+            return Err(format!("{code}: {}", p.text));
         }
         if let Some(p) = self.denylist.iter().find(|p| p.is_match(cmd)) {
             return Err(format!("blocked_by_denylist: {}", p.text));

@@ -4,15 +4,15 @@
 //! command printing gigabytes costs the runner a fixed amount of memory. Must not: touch files
 //! or file descriptors; the reader feeds it chunks.
 
-use std::collections::VecDeque;
-
 /// Keeps `cap / 2` bytes from the start and `cap - cap / 2` from the end of a stream.
 #[derive(Debug, Clone)]
 pub struct Capture {
     head: Vec<u8>,
-    tail: VecDeque<u8>,
     head_cap: usize,
+    /// A ring buffer of the last bytes; `tail_start` is where the oldest byte sits once full.
+    tail: Vec<u8>,
     tail_cap: usize,
+    tail_start: usize,
     dropped: u64,
 }
 
@@ -21,9 +21,10 @@ impl Capture {
         let head_cap = cap / 2;
         Capture {
             head: Vec::new(),
-            tail: VecDeque::new(),
             head_cap,
+            tail: Vec::new(),
             tail_cap: cap - head_cap,
+            tail_start: 0,
             dropped: 0,
         }
     }
@@ -35,16 +36,33 @@ impl Capture {
             self.head.extend_from_slice(&chunk[..take]);
             chunk = &chunk[take..];
         }
+        if self.tail_cap == 0 {
+            self.dropped += chunk.len() as u64;
+            return;
+        }
         if chunk.len() >= self.tail_cap {
             self.dropped += (self.tail.len() + chunk.len() - self.tail_cap) as u64;
             self.tail.clear();
-            self.tail.extend(&chunk[chunk.len() - self.tail_cap..]);
+            self.tail
+                .extend_from_slice(&chunk[chunk.len() - self.tail_cap..]);
+            self.tail_start = 0;
             return;
         }
-        let overflow = (self.tail.len() + chunk.len()).saturating_sub(self.tail_cap);
-        self.tail.drain(..overflow);
-        self.dropped += overflow as u64;
-        self.tail.extend(chunk);
+        let free = self.tail_cap - self.tail.len();
+        let fill = free.min(chunk.len());
+        self.tail.extend_from_slice(&chunk[..fill]);
+        self.overwrite_oldest(&chunk[fill..]);
+    }
+
+    /// Writes over the oldest bytes of a full ring, in at most two copies.
+    fn overwrite_oldest(&mut self, mut bytes: &[u8]) {
+        self.dropped += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let n = bytes.len().min(self.tail_cap - self.tail_start);
+            self.tail[self.tail_start..self.tail_start + n].copy_from_slice(&bytes[..n]);
+            self.tail_start = (self.tail_start + n) % self.tail_cap;
+            bytes = &bytes[n..];
+        }
     }
 
     /// Bytes seen but not kept.
@@ -60,7 +78,8 @@ impl Capture {
                 format!("\n[... {} bytes dropped by fsm-runner ...]\n", self.dropped).as_bytes(),
             );
         }
-        bytes.extend(self.tail.iter());
+        bytes.extend_from_slice(&self.tail[self.tail_start..]);
+        bytes.extend_from_slice(&self.tail[..self.tail_start]);
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }
@@ -88,6 +107,20 @@ mod tests {
         assert_eq!(
             c.to_text(),
             "012\n[... 4 bytes dropped by fsm-runner ...]\n789"
+        );
+    }
+
+    #[test]
+    fn ring_wraps_in_order() {
+        let mut c = Capture::new(8);
+        for chunk in [&b"abcd"[..], b"123", b"45", b"6789", b"X"] {
+            c.push(chunk);
+        }
+        // head keeps "abcd"; the tail ring keeps the last four bytes.
+        assert_eq!(c.dropped(), 6);
+        assert_eq!(
+            c.to_text(),
+            "abcd\n[... 6 bytes dropped by fsm-runner ...]\n789X"
         );
     }
 

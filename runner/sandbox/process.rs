@@ -222,6 +222,12 @@ impl Pump {
         let mut grace_until: Option<Instant> = None;
         loop {
             if self.report_file.is_none() && grace_until.is_none() {
+                if HelperReport::decode(&self.report).is_some_and(|r| r.background) {
+                    // The command has exited, so its own output is already in the pipes;
+                    // what stays open belongs to the session's services.
+                    self.read_available(&mut buf);
+                    return Ok("finished; services keep running");
+                }
                 grace_until = Some(Instant::now() + DRAIN_GRACE);
             }
             let outputs_open = self.streams.iter().any(|s| s.file.is_some());
