@@ -1,0 +1,6 @@
+//! Integration tests: the real binary, real subprocesses, real git repositories in temp dirs.
+
+mod support;
+
+mod actions;
+mod verify;
