@@ -34,6 +34,8 @@ impl Pos {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub pos: Pos,
+    /// Where this node's key starts, when it is the value of a mapping entry.
+    pub key_pos: Option<Pos>,
     pub value: Value,
 }
 
@@ -92,20 +94,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Node, ConfigError> {
     }
     Ok(builder.root.unwrap_or(Node {
         pos: Pos { line: 1, col: 1 },
+        key_pos: None,
         value: Value::Map(Vec::new()),
     }))
 }
 
 #[derive(Default)]
 struct TreeBuilder {
-    stack: Vec<(Node, Option<String>, usize)>,
+    stack: Vec<(Node, Option<(String, Pos)>, usize)>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     error: Option<String>,
 }
 
 impl TreeBuilder {
-    fn push_value(&mut self, node: Node, anchor: usize) {
+    fn push_value(&mut self, mut node: Node, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -118,12 +121,13 @@ impl TreeBuilder {
         match &mut parent.value {
             Value::Seq(items) => items.push(node),
             Value::Map(entries) => match pending_key.take() {
-                Some(key) => {
+                Some((key, key_pos)) => {
+                    node.key_pos = Some(key_pos);
                     entries.retain(|(k, _)| *k != key);
                     entries.push((key, node));
                 }
                 None => match node.value {
-                    Value::Scalar { text, .. } => *pending_key = Some(text),
+                    Value::Scalar { text, .. } => *pending_key = Some((text, node.pos)),
                     _ => self.error = Some("mapping keys must be scalars".to_string()),
                 },
             },
@@ -140,6 +144,7 @@ impl MarkedEventReceiver for TreeBuilder {
                 let quoted = !matches!(style, TScalarStyle::Plain);
                 let node = Node {
                     pos,
+                    key_pos: None,
                     value: Value::Scalar { text, quoted },
                 };
                 self.push_value(node, anchor);
@@ -147,6 +152,7 @@ impl MarkedEventReceiver for TreeBuilder {
             Event::SequenceStart(anchor, _) => {
                 let node = Node {
                     pos,
+                    key_pos: None,
                     value: Value::Seq(Vec::new()),
                 };
                 self.stack.push((node, None, anchor));
@@ -154,6 +160,7 @@ impl MarkedEventReceiver for TreeBuilder {
             Event::MappingStart(anchor, _) => {
                 let node = Node {
                     pos,
+                    key_pos: None,
                     value: Value::Map(Vec::new()),
                 };
                 self.stack.push((node, None, anchor));
@@ -164,7 +171,10 @@ impl MarkedEventReceiver for TreeBuilder {
                 }
             }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => self.push_value(node, 0),
+                Some(mut node) => {
+                    node.pos = pos;
+                    self.push_value(node, 0)
+                }
                 None => self.error = Some(format!("unknown alias at line {}", pos.line)),
             },
             _ => {}
@@ -196,6 +206,13 @@ impl<'a> Field<'a> {
             field: (!self.path.is_empty()).then(|| self.path.to_string()),
             message: message.into(),
         }
+    }
+
+    /// An error pinned to this entry's key (for keys that are unknown or misspelt).
+    pub fn key_error(&self, message: impl Into<String>) -> ConfigError {
+        let mut err = self.error(message);
+        err.pos = Some(self.node.key_pos.unwrap_or(self.node.pos));
+        err
     }
 
     pub fn is_null(&self) -> bool {
@@ -341,11 +358,12 @@ impl<'a> Field<'a> {
 
     /// A warning line pinned to this field's position.
     pub fn warning(&self, message: &str) -> String {
+        let pos = self.node.key_pos.unwrap_or(self.node.pos);
         format!(
             "{}:{}:{}: {message}",
             self.file.display(),
-            self.node.pos.line,
-            self.node.pos.col
+            pos.line,
+            pos.col
         )
     }
 

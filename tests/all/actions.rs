@@ -4,8 +4,21 @@ use crate::support::*;
 
 fn run_actions(repo: &TestRepo, text: &str) -> serde_json::Value {
     repo.write(".aider_fsm/actions.yml", text);
-    let run = repo.run(&["actions", "run", "--repo", ".", "--pipeline", "pipeline.yml", "--json"]);
-    assert!(run.code == 0 || run.code == 3, "code {}: {}", run.code, run.stderr);
+    let run = repo.run(&[
+        "actions",
+        "run",
+        "--repo",
+        ".",
+        "--pipeline",
+        "pipeline.yml",
+        "--json",
+    ]);
+    assert!(
+        run.code == 0 || run.code == 3,
+        "code {}: {}",
+        run.code,
+        run.stderr
+    );
     run.json()
 }
 
@@ -40,11 +53,26 @@ fn action_errors_are_results_with_exit_code_2() {
         ("  - kind: teleport\n", "unsupported_action_kind: teleport"),
         ("  - kind: run_cmd\n", "missing_cmd"),
         ("  - kind: write_file\n    content: x\n", "missing_path"),
-        ("  - kind: write_file\n    path: ../outside.txt\n    content: x\n", "path_outside_repo"),
-        ("  - kind: write_file\n    path: /etc/evil\n    content: x\n", "path_outside_repo"),
-        ("  - kind: write_file\n    path: PLAN.md\n    content: x\n", "path_is_protected"),
-        ("  - kind: write_file\n    path: pipeline.yml\n    content: x\n", "path_is_protected"),
-        ("  - kind: write_file\n    path: .git/hooks/pre-commit\n    content: x\n", "path_is_protected"),
+        (
+            "  - kind: write_file\n    path: ../outside.txt\n    content: x\n",
+            "path_outside_repo",
+        ),
+        (
+            "  - kind: write_file\n    path: /etc/evil\n    content: x\n",
+            "path_outside_repo",
+        ),
+        (
+            "  - kind: write_file\n    path: PLAN.md\n    content: x\n",
+            "path_is_protected",
+        ),
+        (
+            "  - kind: write_file\n    path: pipeline.yml\n    content: x\n",
+            "path_is_protected",
+        ),
+        (
+            "  - kind: write_file\n    path: .git/hooks/pre-commit\n    content: x\n",
+            "path_is_protected",
+        ),
     ];
     for (action, error) in cases {
         let repo = repo_with_contract();
@@ -62,7 +90,11 @@ fn a_parse_error_is_one_failed_result() {
     let json = run_actions(&repo, "version: 1\nactions: [\n");
     assert_eq!(json["ok"], false);
     assert_eq!(json["results"][0]["rc"], 2);
-    assert!(json["results"][0]["error"].as_str().is_some_and(|e| e.contains("actions.yml:")));
+    assert!(
+        json["results"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("actions.yml:"))
+    );
 }
 
 #[test]
@@ -80,9 +112,16 @@ fn the_first_failing_action_stops_the_list() {
 #[test]
 fn action_commands_go_through_the_command_policy() {
     let repo = repo_with_contract();
-    let json = run_actions(&repo, "actions:\n  - kind: install_tool\n    cmd: sudo apt-get install x\n");
+    let json = run_actions(
+        &repo,
+        "actions:\n  - kind: install_tool\n    cmd: sudo apt-get install x\n",
+    );
     assert_eq!(json["results"][0]["rc"], 126);
-    assert!(json["results"][0]["error"].as_str().is_some_and(|e| e.starts_with("blocked_by_denylist")));
+    assert!(
+        json["results"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("blocked_by_denylist"))
+    );
 }
 
 #[test]
@@ -90,10 +129,16 @@ fn write_file_through_a_symlink_to_a_protected_file_is_refused() {
     let repo = repo_with_contract();
     let _ = std::os::unix::fs::symlink(".", repo.path().join("docs"));
     let _ = std::os::unix::fs::symlink("PLAN.md", repo.path().join("notes.md"));
-    let json = run_actions(&repo, "actions:\n  - kind: write_file\n    path: docs/PLAN.md\n    content: pwned\n");
+    let json = run_actions(
+        &repo,
+        "actions:\n  - kind: write_file\n    path: docs/PLAN.md\n    content: pwned\n",
+    );
     assert_eq!(json["results"][0]["error"], "path_is_protected");
     // Writing to a symlink replaces the link itself, never the file it points at.
-    let json = run_actions(&repo, "actions:\n  - kind: write_file\n    path: notes.md\n    content: notes\n");
+    let json = run_actions(
+        &repo,
+        "actions:\n  - kind: write_file\n    path: notes.md\n    content: notes\n",
+    );
     assert_eq!(json["results"][0]["ok"], true);
     assert_eq!(repo.read("PLAN.md"), "# PLAN\n");
     assert_eq!(repo.read("notes.md"), "notes");

@@ -26,7 +26,9 @@ impl TestRepo {
     /// A copy of one of the example repositories.
     pub fn example(name: &str) -> Self {
         let repo = TestRepo::new();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name);
         copy_tree(&src, repo.path());
         repo.commit_all();
         repo
@@ -77,7 +79,14 @@ impl TestRepo {
     /// `verify --json` with a pipeline written to pipeline.yml.
     pub fn verify_pipeline(&self, pipeline: &str) -> Run {
         self.write("pipeline.yml", pipeline);
-        self.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--json"])
+        self.run(&[
+            "verify",
+            "--repo",
+            ".",
+            "--pipeline",
+            "pipeline.yml",
+            "--json",
+        ])
     }
 }
 
@@ -117,12 +126,20 @@ impl From<Output> for Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -148,12 +165,19 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
         return found;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        let zombie = state
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
         if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) {
             found.push(pid);
         }

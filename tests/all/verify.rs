@@ -17,13 +17,16 @@ fn example_repo_passes_with_its_pipeline() {
 #[test]
 fn example_pipeline_with_deploy_passes_and_stops_its_service() {
     let repo = TestRepo::example("demo-repo");
-    let pipeline = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pipeline.example.yml");
+    let pipeline =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pipeline.example.yml");
     let mark = marker("svc");
     // Same pipeline, but the service carries a marker so the test can look for it afterwards.
-    let text = std::fs::read_to_string(&pipeline).unwrap_or_default().replace(
-        "python3 serve.py 8765 &",
-        &format!("python3 serve.py 8765 {mark} &"),
-    );
+    let text = std::fs::read_to_string(&pipeline)
+        .unwrap_or_default()
+        .replace(
+            "python3 serve.py 8765 &",
+            &format!("python3 serve.py 8765 {mark} &"),
+        );
     let run = repo.verify_pipeline(&text);
     run.expect_code(0);
     let json = run.json();
@@ -36,9 +39,18 @@ fn example_pipeline_with_deploy_passes_and_stops_its_service() {
 #[test]
 fn broken_test_fails_at_tests_with_exit_3_and_artifacts() {
     let repo = TestRepo::example("demo-repo");
-    let calc = repo.read("calc.py").replace("return sum(values) / len(values)", "return sum(values)");
+    let calc = repo
+        .read("calc.py")
+        .replace("return sum(values) / len(values)", "return sum(values)");
     repo.write("calc.py", &calc);
-    let run = repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--json"]);
+    let run = repo.run(&[
+        "verify",
+        "--repo",
+        ".",
+        "--pipeline",
+        "pipeline.yml",
+        "--json",
+    ]);
     run.expect_code(3);
     let json = run.json();
     assert_eq!(json["failed_stage"], "tests");
@@ -55,7 +67,13 @@ fn broken_test_fails_at_tests_with_exit_3_and_artifacts() {
 
 #[test]
 fn each_stage_failing_in_turn_is_named() {
-    let stages = ["auth", "tests", "deploy_setup", "deploy_health", "benchmark"];
+    let stages = [
+        "auth",
+        "tests",
+        "deploy_setup",
+        "deploy_health",
+        "benchmark",
+    ];
     for failing in stages {
         let cmd = |stage: &str| if stage == failing { "exit 7" } else { "true" };
         let pipeline = format!(
@@ -75,7 +93,10 @@ fn each_stage_failing_in_turn_is_named() {
         // Nothing after the failing stage ran.
         let position = stages.iter().position(|s| *s == failing).unwrap_or(0);
         for later in &stages[position + 1..] {
-            assert!(json[format!("{later}_rc")].is_null(), "{later} ran after {failing}");
+            assert!(
+                json[format!("{later}_rc")].is_null(),
+                "{later} ran after {failing}"
+            );
         }
     }
 }
@@ -87,7 +108,10 @@ fn metrics_failures() {
         ("echo '{nope' > m.json", "invalid_json: "),
         ("echo '[1, 2]' > m.json", "metrics_json_not_object"),
         ("echo '{\"score\": 1}' > m.json", "missing_keys: n, model"),
-        ("ln -s /etc/passwd m.json", "metrics_file_outside_repo: m.json"),
+        (
+            "ln -s /etc/passwd m.json",
+            "metrics_file_outside_repo: m.json",
+        ),
         ("mkfifo m.json", "metrics_file_not_regular: m.json"),
     ];
     for (bench, want) in cases {
@@ -134,9 +158,18 @@ fn retries_stop_at_the_first_success() {
     let run = repo.verify_pipeline(&format!("tests:\n  cmds: ['{cmd}']\n  retries: 3\n"));
     run.expect_code(0);
     let dir = run.artifacts();
-    assert_eq!(artifact_json(&dir, "tests_summary.json")["total_results"], 3);
-    assert_eq!(artifact_json(&dir, "tests_cmd01_try02_result.json")["rc"], 1);
-    assert_eq!(artifact_json(&dir, "tests_cmd01_try03_result.json")["rc"], 0);
+    assert_eq!(
+        artifact_json(&dir, "tests_summary.json")["total_results"],
+        3
+    );
+    assert_eq!(
+        artifact_json(&dir, "tests_cmd01_try02_result.json")["rc"],
+        1
+    );
+    assert_eq!(
+        artifact_json(&dir, "tests_cmd01_try03_result.json")["rc"],
+        0
+    );
     assert!(!dir.join("tests_cmd01_try04_result.json").exists());
     assert_eq!(repo.read("count").trim(), "3");
 }
@@ -153,9 +186,14 @@ fn retries_exhausted_fail_the_stage() {
 fn timeout_kills_a_term_ignoring_command_and_its_daemon() {
     let repo = TestRepo::new();
     let mark = marker("timeout");
-    let daemon = format!("setsid python3 -c 'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1000)' {mark} &");
+    let daemon = format!(
+        "setsid python3 -c 'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1000)' {mark} &"
+    );
     let cmd = format!("trap '' TERM; {daemon} python3 -c 'import time; time.sleep(1000)' {mark}");
-    let run = repo.verify_pipeline(&format!("tests:\n  cmds: [\"{}\"]\n  timeout_seconds: 1\n", cmd.replace('"', "\\\"")));
+    let run = repo.verify_pipeline(&format!(
+        "tests:\n  cmds: [\"{}\"]\n  timeout_seconds: 1\n",
+        cmd.replace('"', "\\\"")
+    ));
     run.expect_code(3);
     let dir = run.artifacts();
     let result = artifact_json(&dir, "tests_result.json");
@@ -167,7 +205,9 @@ fn timeout_kills_a_term_ignoring_command_and_its_daemon() {
 #[test]
 fn max_cmd_seconds_caps_the_stage_timeout() {
     let repo = TestRepo::new();
-    let run = repo.verify_pipeline("security:\n  max_cmd_seconds: 1\ntests:\n  cmds: ['sleep 30']\n  timeout_seconds: 600\n");
+    let run = repo.verify_pipeline(
+        "security:\n  max_cmd_seconds: 1\ntests:\n  cmds: ['sleep 30']\n  timeout_seconds: 600\n",
+    );
     run.expect_code(3);
     assert_eq!(run.json()["tests_rc"], 124);
 }
@@ -183,18 +223,30 @@ fn max_total_seconds_stops_further_attempts() {
     let second = artifact_json(&dir, "tests_cmd01_try02_result.json");
     assert_eq!(second["rc"], 124);
     assert_eq!(second["max_total_seconds_exceeded"], 1.0);
-    assert!(artifact(&dir, "tests_cmd01_try02_stderr.txt").contains("max_total_seconds_exceeded: 1"));
+    assert!(
+        artifact(&dir, "tests_cmd01_try02_stderr.txt").contains("max_total_seconds_exceeded: 1")
+    );
     assert!(!dir.join("tests_cmd01_try03_result.json").exists());
 }
 
 #[test]
 fn huge_output_is_capped_and_memory_stays_bounded() {
     let repo = TestRepo::new();
-    repo.write("pipeline.yml", "tests:\n  cmds: ['head -c 3000000000 /dev/zero; echo done >&2']\n");
+    repo.write(
+        "pipeline.yml",
+        "tests:\n  cmds: ['head -c 3000000000 /dev/zero; echo done >&2']\n",
+    );
     let mut cmd = Command::new(BIN);
-    cmd.args(["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--json"])
-        .current_dir(repo.path())
-        .stdout(std::process::Stdio::piped());
+    cmd.args([
+        "verify",
+        "--repo",
+        ".",
+        "--pipeline",
+        "pipeline.yml",
+        "--json",
+    ])
+    .current_dir(repo.path())
+    .stdout(std::process::Stdio::piped());
     // SAFETY: setpgid between fork and exec only.
     unsafe {
         cmd.pre_exec(|| {
@@ -210,9 +262,16 @@ fn huge_output_is_capped_and_memory_stays_bounded() {
     // SAFETY: waiting for our own child with valid out-pointers.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status}"
+    );
     // ru_maxrss is in KiB: the runner (and the helper) stay far below the 3 GB printed.
-    assert!(usage.ru_maxrss < 200 * 1024, "max RSS {} KiB", usage.ru_maxrss);
+    assert!(
+        usage.ru_maxrss < 200 * 1024,
+        "max RSS {} KiB",
+        usage.ru_maxrss
+    );
     let dir = std::fs::read_dir(repo.path().join(".aider_fsm/artifacts"))
         .ok()
         .and_then(|mut d| d.next())
@@ -221,7 +280,9 @@ fn huge_output_is_capped_and_memory_stays_bounded() {
         .unwrap_or_default();
     let result = artifact_json(&dir, "tests_result.json");
     assert_eq!(result["stdout_dropped_bytes"], 3_000_000_000u64 - 2_000_000);
-    let size = std::fs::metadata(dir.join("tests_stdout.txt")).map(|m| m.len()).unwrap_or(u64::MAX);
+    let size = std::fs::metadata(dir.join("tests_stdout.txt"))
+        .map(|m| m.len())
+        .unwrap_or(u64::MAX);
     assert!(size < 2_100_000, "stdout artifact is {size} bytes");
     assert!(artifact(&dir, "tests_stderr.txt").contains("done"));
 }
@@ -230,7 +291,8 @@ fn huge_output_is_capped_and_memory_stays_bounded() {
 fn grandchild_holding_the_pipe_does_not_hang_the_runner() {
     let repo = TestRepo::new();
     let mark = marker("pipe");
-    let cmd = format!("(setsid python3 -c 'import time; time.sleep(1000)' {mark} &) ; echo started");
+    let cmd =
+        format!("(setsid python3 -c 'import time; time.sleep(1000)' {mark} &) ; echo started");
     let run = repo.verify_pipeline(&format!("tests:\n  cmds: [\"{cmd}\"]\n"));
     run.expect_code(0);
     assert!(artifact(&run.artifacts(), "tests_stdout.txt").contains("started"));
@@ -246,20 +308,43 @@ fn every_policy_refusal_has_exit_126_and_its_reason() {
         ("", ":(){ :|:& };:", "blocked_by_hard_deny: "),
         ("", "sudo true", "blocked_by_denylist: "),
         ("", "dd if=/dev/zero of=x count=1", "blocked_by_denylist: "),
-        ("security:\n  denylist: ['curl']\n", "curl http://x", "blocked_by_denylist: curl"),
-        ("security:\n  allowlist: ['^python3 ']\n", "ls", "blocked_by_allowlist"),
-        ("", "docker login registry.example", "likely_interactive_command_disallowed_in_strict_mode"),
-        ("", "gh auth login", "likely_interactive_command_disallowed_in_strict_mode"),
+        (
+            "security:\n  denylist: ['curl']\n",
+            "curl http://x",
+            "blocked_by_denylist: curl",
+        ),
+        (
+            "security:\n  allowlist: ['^python3 ']\n",
+            "ls",
+            "blocked_by_allowlist",
+        ),
+        (
+            "",
+            "docker login registry.example",
+            "likely_interactive_command_disallowed_in_strict_mode",
+        ),
+        (
+            "",
+            "gh auth login",
+            "likely_interactive_command_disallowed_in_strict_mode",
+        ),
     ];
     for (security, cmd, reason) in cases {
         let repo = TestRepo::new();
-        let pipeline = format!("{security}tests:\n  cmds: [\"{}\"]\n", cmd.replace('"', "\\\""));
+        let pipeline = format!(
+            "{security}tests:\n  cmds: [\"{}\"]\n",
+            cmd.replace('"', "\\\"")
+        );
         let run = repo.verify_pipeline(&pipeline);
         run.expect_code(3);
         let dir = run.artifacts();
         let result = artifact_json(&dir, "tests_result.json");
         assert_eq!(result["rc"], 126, "{cmd}");
-        assert!(artifact(&dir, "tests_stderr.txt").starts_with(reason), "{cmd}: {}", artifact(&dir, "tests_stderr.txt"));
+        assert!(
+            artifact(&dir, "tests_stderr.txt").starts_with(reason),
+            "{cmd}: {}",
+            artifact(&dir, "tests_stderr.txt")
+        );
     }
 }
 
@@ -269,14 +354,19 @@ fn safe_deny_without_a_pipeline_uses_its_own_reason() {
     let run = repo.run(&["verify", "--repo", ".", "--test-cmd", "sudo ls", "--json"]);
     run.expect_code(3);
     let stderr = artifact(&run.artifacts(), "tests_stderr.txt");
-    assert!(stderr.starts_with("blocked_by_default_safe_deny"), "{stderr}");
+    assert!(
+        stderr.starts_with("blocked_by_default_safe_deny"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn system_mode_allows_what_safe_mode_refuses() {
     let repo = TestRepo::new();
     // `dd` is a word the safe list refuses; in system mode it runs.
-    let run = repo.verify_pipeline("security:\n  mode: system\ntests:\n  cmds: ['dd if=/dev/null of=/dev/null']\n");
+    let run = repo.verify_pipeline(
+        "security:\n  mode: system\ntests:\n  cmds: ['dd if=/dev/null of=/dev/null']\n",
+    );
     run.expect_code(0);
 }
 
@@ -284,7 +374,16 @@ fn system_mode_allows_what_safe_mode_refuses() {
 fn guided_mode_allows_interactive_looking_commands() {
     let repo = TestRepo::new();
     repo.write("pipeline.yml", "tests:\n  cmds: ['echo gh auth login']\n");
-    let run = repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--unattended", "guided", "--json"]);
+    let run = repo.run(&[
+        "verify",
+        "--repo",
+        ".",
+        "--pipeline",
+        "pipeline.yml",
+        "--unattended",
+        "guided",
+        "--json",
+    ]);
     run.expect_code(0);
 }
 
@@ -298,7 +397,10 @@ fn workdir_outside_the_repo_fails_the_stage_with_rc_2() {
         let json = run.json();
         assert_eq!(json["tests_rc"], 2, "{workdir}");
         let stderr = artifact(&run.artifacts(), "tests_stderr.txt");
-        assert!(stderr.starts_with("workdir_outside_repo"), "{workdir}: {stderr}");
+        assert!(
+            stderr.starts_with("workdir_outside_repo"),
+            "{workdir}: {stderr}"
+        );
     }
 }
 
@@ -332,8 +434,16 @@ fn teardown_policies() {
         );
         let run = repo.verify_pipeline(&pipeline);
         run.expect_code(if pass { 0 } else { 3 });
-        assert_eq!(repo.path().join("torn-down").exists(), runs, "{policy} pass={pass}");
-        assert_eq!(run.json()["deploy_teardown_rc"].is_null(), !runs, "{policy} pass={pass}");
+        assert_eq!(
+            repo.path().join("torn-down").exists(),
+            runs,
+            "{policy} pass={pass}"
+        );
+        assert_eq!(
+            run.json()["deploy_teardown_rc"].is_null(),
+            !runs,
+            "{policy} pass={pass}"
+        );
     }
 }
 
@@ -354,8 +464,21 @@ fn json_output_shape() {
     run.expect_code(0);
     let json = run.json();
     for key in [
-        "run_id", "exit_code", "ok", "failed_stage", "auth_rc", "tests_rc", "deploy_setup_rc", "deploy_health_rc",
-        "benchmark_rc", "metrics_path", "metrics_errors", "artifacts_dir", "stages", "test_cmd", "warnings",
+        "run_id",
+        "exit_code",
+        "ok",
+        "failed_stage",
+        "auth_rc",
+        "tests_rc",
+        "deploy_setup_rc",
+        "deploy_health_rc",
+        "benchmark_rc",
+        "metrics_path",
+        "metrics_errors",
+        "artifacts_dir",
+        "stages",
+        "test_cmd",
+        "warnings",
     ] {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
@@ -365,7 +488,11 @@ fn json_output_shape() {
     assert_eq!(stage["stage"], "tests");
     assert_eq!(stage["rc"], 0);
     assert!(stage["duration_ms"].is_u64());
-    assert!(stage["stdout_path"].as_str().is_some_and(|p| p.ends_with("tests_stdout.txt")));
+    assert!(
+        stage["stdout_path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("tests_stdout.txt"))
+    );
     // Exactly one JSON object on stdout.
     assert_eq!(run.stdout.trim().lines().count(), 1);
 }
@@ -373,7 +500,14 @@ fn json_output_shape() {
 #[test]
 fn without_a_pipeline_the_test_cmd_is_the_tests_stage() {
     let repo = TestRepo::new();
-    let run = repo.run(&["verify", "--repo", ".", "--test-cmd", "echo ran > out.txt", "--json"]);
+    let run = repo.run(&[
+        "verify",
+        "--repo",
+        ".",
+        "--test-cmd",
+        "echo ran > out.txt",
+        "--json",
+    ]);
     run.expect_code(0);
     assert_eq!(repo.read("out.txt").trim(), "ran");
     assert_eq!(run.json()["test_cmd"], "echo ran > out.txt");
@@ -383,19 +517,37 @@ fn without_a_pipeline_the_test_cmd_is_the_tests_stage() {
 fn test_cmd_flag_wins_over_tests_cmds() {
     let repo = TestRepo::new();
     repo.write("pipeline.yml", "tests:\n  cmds: [false]\n");
-    let run = repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--test-cmd", "true", "--json"]);
+    let run = repo.run(&[
+        "verify",
+        "--repo",
+        ".",
+        "--pipeline",
+        "pipeline.yml",
+        "--test-cmd",
+        "true",
+        "--json",
+    ]);
     run.expect_code(0);
 }
 
 #[test]
 fn malformed_pipeline_is_exit_2_with_position_and_field() {
     let repo = TestRepo::new();
-    repo.write("pipeline.yml", "version: 1\ntests:\n  cmds:\n    - ok\n    - ''\n");
+    repo.write(
+        "pipeline.yml",
+        "version: 1\ntests:\n  cmds:\n    - ok\n    - ''\n",
+    );
     let run = repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("pipeline.yml:5:7: tests.cmds[1] must be a non-empty string"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("pipeline.yml:5:7: tests.cmds[1] must be a non-empty string"),
+        "{}",
+        run.stderr
+    );
     repo.write("pipeline.yml", "version: 2\n");
-    repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml"]).expect_code(2);
+    repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml"])
+        .expect_code(2);
 }
 
 #[test]
@@ -404,7 +556,11 @@ fn unknown_keys_warn_but_run() {
     repo.write("pipeline.yml", "tests:\n  cmds: [true]\n  colour: blue\n");
     let run = repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml"]);
     run.expect_code(0);
-    assert!(run.stderr.contains("unknown key `tests.colour` ignored"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown key `tests.colour` ignored"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -414,27 +570,55 @@ fn stage_env_and_strict_defaults_reach_commands() {
         "tests:\n  cmds: ['echo \"$CI $GIT_TERMINAL_PROMPT $STAGE_VAR $EMPTY_VAR.\"']\n  env:\n    STAGE_VAR: 42\n    EMPTY_VAR:\n",
     );
     run.expect_code(0);
-    assert_eq!(artifact(&run.artifacts(), "tests_stdout.txt").trim(), "1 0 42 .");
+    assert_eq!(
+        artifact(&run.artifacts(), "tests_stdout.txt").trim(),
+        "1 0 42 ."
+    );
 }
 
 #[test]
 fn env_file_is_loaded_and_existing_variables_win() {
     let repo = TestRepo::new();
-    repo.write(".env", "# settings\nexport FROM_FILE='file value'\nPRESET=from-file\n");
-    repo.write("pipeline.yml", "tests:\n  cmds: ['echo \"$FROM_FILE|$PRESET\"']\n");
-    let args = ["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--json"];
+    repo.write(
+        ".env",
+        "# settings\nexport FROM_FILE='file value'\nPRESET=from-file\n",
+    );
+    repo.write(
+        "pipeline.yml",
+        "tests:\n  cmds: ['echo \"$FROM_FILE|$PRESET\"']\n",
+    );
+    let args = [
+        "verify",
+        "--repo",
+        ".",
+        "--pipeline",
+        "pipeline.yml",
+        "--json",
+    ];
     let run = |extra: &[&str]| {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).args(extra).current_dir(repo.path()).env("PRESET", "from-env");
+        cmd.args(args)
+            .args(extra)
+            .current_dir(repo.path())
+            .env("PRESET", "from-env");
         Run::from(cmd.output().unwrap_or_else(|e| panic!("{e}")))
     };
     let plain = run(&[]);
     plain.expect_code(0);
-    assert_eq!(artifact(&plain.artifacts(), "tests_stdout.txt").trim(), "file value|from-env");
+    assert_eq!(
+        artifact(&plain.artifacts(), "tests_stdout.txt").trim(),
+        "file value|from-env"
+    );
     let overridden = run(&["--env-override"]);
-    assert_eq!(artifact(&overridden.artifacts(), "tests_stdout.txt").trim(), "file value|from-file");
+    assert_eq!(
+        artifact(&overridden.artifacts(), "tests_stdout.txt").trim(),
+        "file value|from-file"
+    );
     let disabled = run(&["--env-file", ""]);
-    assert_eq!(artifact(&disabled.artifacts(), "tests_stdout.txt").trim(), "|from-env");
+    assert_eq!(
+        artifact(&disabled.artifacts(), "tests_stdout.txt").trim(),
+        "|from-env"
+    );
 }
 
 #[test]
@@ -445,14 +629,28 @@ fn kubectl_dump_runs_when_enabled_and_kubectl_is_present() {
     // A stand-in kubectl that records how it was called.
     let script = "#!/bin/sh\necho \"kubectl $*\"\n";
     std::fs::write(bin.join("kubectl"), script).unwrap_or_else(|e| panic!("{e}"));
-    let _ = Command::new("chmod").arg("+x").arg(bin.join("kubectl")).status();
+    let _ = Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("kubectl"))
+        .status();
     repo.write(
         "pipeline.yml",
         "tests:\n  cmds: [true]\ndeploy:\n  setup_cmds: [true]\n  kubectl_dump:\n    enabled: true\n    label_selector: app=x\n    include_logs: true\n",
     );
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new(BIN)
-        .args(["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--json"])
+        .args([
+            "verify",
+            "--repo",
+            ".",
+            "--pipeline",
+            "pipeline.yml",
+            "--json",
+        ])
         .current_dir(repo.path())
         .env("PATH", path)
         .output()
@@ -460,7 +658,10 @@ fn kubectl_dump_runs_when_enabled_and_kubectl_is_present() {
     let run = Run::from(out);
     run.expect_code(0);
     let dir = run.artifacts().join("kubectl");
-    assert_eq!(artifact(&dir, "pods.txt").trim(), "kubectl get pods -A -o wide");
+    assert_eq!(
+        artifact(&dir, "pods.txt").trim(),
+        "kubectl get pods -A -o wide"
+    );
     assert_eq!(artifact(&dir, "events.txt").trim(), "kubectl get events -A");
     assert!(artifact(&dir, "logs.txt").contains("logs -l app=x"));
 }
@@ -470,10 +671,26 @@ fn artifacts_dir_flag_and_out_dir_are_honoured() {
     let repo = TestRepo::new();
     let run = repo.verify_pipeline("tests:\n  cmds: [true]\nartifacts:\n  out_dir: my-artifacts\n");
     run.expect_code(0);
-    assert!(run.artifacts().starts_with(repo.path().canonicalize().unwrap_or_default().join("my-artifacts")));
+    assert!(
+        run.artifacts().starts_with(
+            repo.path()
+                .canonicalize()
+                .unwrap_or_default()
+                .join("my-artifacts")
+        )
+    );
     let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = elsewhere.path().display().to_string();
-    let run = repo.run(&["verify", "--repo", ".", "--pipeline", "pipeline.yml", "--artifacts-dir", &dir, "--json"]);
+    let run = repo.run(&[
+        "verify",
+        "--repo",
+        ".",
+        "--pipeline",
+        "pipeline.yml",
+        "--artifacts-dir",
+        &dir,
+        "--json",
+    ]);
     run.expect_code(0);
     assert!(run.artifacts().starts_with(elsewhere.path()));
 }
