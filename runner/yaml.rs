@@ -99,9 +99,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Node, ConfigError> {
     }))
 }
 
+/// A collection being built: the node, the key waiting for its value, the anchor id.
+type OpenNode = (Node, Option<(String, Pos)>, usize);
+
 #[derive(Default)]
 struct TreeBuilder {
-    stack: Vec<(Node, Option<(String, Pos)>, usize)>,
+    stack: Vec<OpenNode>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     error: Option<String>,

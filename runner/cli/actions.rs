@@ -25,12 +25,12 @@ pub fn run(args: &ActionsRunArgs) -> anyhow::Result<u8> {
         contract.push(p.source.as_path());
     }
     let protected = Protected::standard(&resolved.repo, &contract);
-    let ctx = Verification {
-        repo: &resolved.repo,
-        pipeline: resolved.pipeline.as_ref(),
-        settings: &resolved.settings,
-        out: &out,
-    };
+    let ctx = Verification::new(
+        &resolved.repo,
+        resolved.pipeline.as_ref(),
+        &resolved.settings,
+        &out,
+    );
     let results = if args.keep {
         let text = std::fs::read_to_string(&file)?;
         let parsed = actions::parse(&file, &text)?;

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::policy::SandboxMode;
 use crate::policy::rules::Unattended;
 
 /// Exit codes shared by every subcommand (compat §6).
@@ -90,6 +91,12 @@ pub struct RepoArgs {
     /// Let .env values replace variables that are already set.
     #[arg(long)]
     pub env_override: bool,
+    /// The policy file granting filesystem, network, environment and limits (default: the built-in offline policy).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// `off` runs commands without kernel confinement (loud, and recorded in the artifacts).
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxMode>,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +110,10 @@ pub struct VerifyArgs {
 
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
+    // Commands run as the same user: keep them from reading this process's memory and
+    // /proc/<pid>/environ, where the API key lives.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verify(args) => verify::run(&args),

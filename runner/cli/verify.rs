@@ -10,8 +10,9 @@ use crate::artifacts::{self, ArtifactDir};
 use crate::envfile;
 use crate::pipeline::verify::{Verification, VerifySettings, VerifySummary};
 use crate::pipeline::{self, Pipeline};
+use crate::policy::{Policy, SandboxMode};
 use crate::repo::Repo;
-use crate::sandbox::DEFAULT_OUTPUT_CAP;
+use crate::sandbox::grants::RunPaths;
 
 /// The default artifacts folder, relative to the repo (compat §2).
 pub const DEFAULT_OUT_DIR: &str = ".aider_fsm/artifacts";
@@ -22,6 +23,39 @@ pub struct Resolved {
     pub pipeline: Option<Pipeline>,
     pub out_root: PathBuf,
     pub settings: VerifySettings,
+    /// The run's private directory (commands' HOME and the proxy sockets); removed on drop.
+    #[allow(dead_code)] // held, not read: dropping it removes the directory
+    pub private_dir: tempfile::TempDir,
+}
+
+/// Loads the policy (`--policy`, else the built-in one) and applies `--sandbox`.
+pub fn load_policy(args: &RepoArgs) -> anyhow::Result<Policy> {
+    let mut policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin()?,
+    };
+    if let Some(mode) = args.sandbox {
+        policy.sandbox = mode;
+    }
+    Ok(policy)
+}
+
+/// The paths commands must not change, as host paths.
+fn protected_paths(repo: &Repo, contract: &[Option<&Path>]) -> Vec<PathBuf> {
+    let mut out = vec![
+        repo.root().join(".git"),
+        repo.root().join(".aider_fsm"),
+        repo.root().join("PLAN.md"),
+    ];
+    for path in contract.iter().flatten() {
+        if let Ok(real) = std::fs::canonicalize(path)
+            && real.starts_with(repo.root())
+            && !out.contains(&real)
+        {
+            out.push(real);
+        }
+    }
+    out
 }
 
 /// Finds the pipeline file: as given when it exists from here, else inside the repo.
@@ -61,11 +95,38 @@ pub fn resolve(args: &RepoArgs, progress: bool) -> anyhow::Result<Resolved> {
         (None, Some(dir)) => repo.root().join(dir),
         (None, None) => repo.root().join(DEFAULT_OUT_DIR),
     };
+    let policy = load_policy(args)?;
+    if policy.sandbox == SandboxMode::Off {
+        eprintln!(
+            "warning: the sandbox is OFF: commands run with your full filesystem, network and environment access"
+        );
+    }
+    let private_dir = tempfile::Builder::new().prefix("fsm-runner-").tempdir()?;
+    let tmp = private_dir.path().join("home");
+    std::fs::create_dir_all(&tmp)?;
+    let protected = protected_paths(
+        &repo,
+        &[
+            pipeline.as_ref().map(|p| p.source.as_path()),
+            args.policy.as_deref(),
+        ],
+    );
+    let writable = metrics_exception(&repo, pipeline.as_ref(), &protected)?;
+    let paths = RunPaths {
+        repo: repo.root().to_path_buf(),
+        artifacts: out_root.clone(),
+        tmp,
+        home: std::env::var_os("HOME").map(PathBuf::from),
+        path_var: std::env::var("PATH").ok(),
+        protected,
+        writable,
+    };
     let settings = VerifySettings {
         test_cmd: args.test_cmd.clone(),
         unattended: args.unattended,
-        output_cap: DEFAULT_OUTPUT_CAP,
-        base_env: std::env::vars().collect(),
+        runner_env: std::env::vars().collect(),
+        policy,
+        paths,
         progress,
     };
     Ok(Resolved {
@@ -73,7 +134,35 @@ pub fn resolve(args: &RepoArgs, progress: bool) -> anyhow::Result<Resolved> {
         pipeline,
         out_root,
         settings,
+        private_dir,
     })
+}
+
+/// The declared metrics file stays writable even inside a protected directory
+/// (`.aider_fsm/metrics.json`). A bind mount needs the file to exist, so an empty placeholder
+/// is created; verification treats a placeholder left empty as a missing file.
+fn metrics_exception(
+    repo: &Repo,
+    pipeline: Option<&Pipeline>,
+    protected: &[PathBuf],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(path) = pipeline
+        .and_then(|p| p.benchmark.as_ref())
+        .and_then(|b| b.metrics_path.as_deref())
+    else {
+        return Ok(Vec::new());
+    };
+    let Ok(rel) = repo.relative(path) else {
+        return Ok(Vec::new());
+    };
+    let host = repo.root().join(&rel);
+    if !protected.iter().any(|p| host.starts_with(p)) {
+        return Ok(Vec::new());
+    }
+    if !host.exists() {
+        repo.write_file(path, b"", &crate::repo::Protected::default())?;
+    }
+    Ok(vec![host])
 }
 
 #[derive(Serialize)]
@@ -93,12 +182,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     }
     let run_id = artifacts::new_run_id();
     let out = ArtifactDir::create(resolved.out_root.join(&run_id).join("preflight"))?;
-    let summary = Verification {
-        repo: &resolved.repo,
-        pipeline: resolved.pipeline.as_ref(),
-        settings: &resolved.settings,
-        out: &out,
-    }
+    let summary = Verification::new(
+        &resolved.repo,
+        resolved.pipeline.as_ref(),
+        &resolved.settings,
+        &out,
+    )
     .run()
     .context("verification could not run")?;
     let code = if summary.ok {

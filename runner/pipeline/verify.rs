@@ -13,9 +13,13 @@ use serde::Serialize;
 use super::{Pipeline, Stage};
 use crate::artifacts::{ArtifactDir, ArtifactError};
 use crate::policy::rules::{CommandRules, REFUSED_RC, STRICT_ENV_DEFAULTS, Unattended};
+use crate::policy::{Network, Policy, StageGrants};
 use crate::repo::{Repo, RepoError};
+use crate::sandbox::grants::{self, NetMode, RunPaths};
+use crate::sandbox::proxy::Proxy;
 use crate::sandbox::{
-    self, Background, Capture, CommandOutcome, CommandSpec, Lifetime, TIMEOUT_RC,
+    self, Background, Capture, CommandOutcome, CommandSpec, DEFAULT_OUTPUT_CAP, Lifetime,
+    TIMEOUT_RC,
 };
 
 /// The stages, in compat's names.
@@ -34,6 +38,14 @@ pub enum StageName {
 }
 
 impl StageName {
+    /// The policy stage whose grants this stage runs under.
+    pub fn policy_stage(self) -> &'static str {
+        match self {
+            StageName::Metrics | StageName::Kubectl => "deploy_teardown",
+            other => other.as_str(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StageName::Auth => "auth",
@@ -57,9 +69,11 @@ const METRICS_CAP: usize = 16 * 1024 * 1024;
 pub struct VerifySettings {
     pub test_cmd: Option<String>,
     pub unattended: Unattended,
-    pub output_cap: usize,
-    /// The environment every command starts from, before stage `env` is applied.
-    pub base_env: Vec<(String, String)>,
+    /// The runner's environment; commands see only what their grants pass from it.
+    pub runner_env: Vec<(String, String)>,
+    pub policy: Policy,
+    /// The paths grants are resolved against (repo, private temp dir, protected files).
+    pub paths: RunPaths,
     /// Print progress lines to stderr while stages run.
     pub progress: bool,
 }
@@ -116,6 +130,8 @@ pub struct VerifySummary {
     pub artifacts_dir: PathBuf,
     pub stages: Vec<StageReport>,
     pub warnings: Vec<String>,
+    /// `enforce`, or `off` when commands ran without kernel confinement.
+    pub sandbox: crate::policy::SandboxMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +140,8 @@ pub enum VerifyError {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
+    #[error("cannot start the network proxy: {0}")]
+    Proxy(String),
 }
 
 /// One verification of one repo.
@@ -132,6 +150,28 @@ pub struct Verification<'a> {
     pub pipeline: Option<&'a Pipeline>,
     pub settings: &'a VerifySettings,
     pub out: &'a ArtifactDir,
+    /// Proxies started for stages with a host allowlist, kept until the verification ends.
+    pub proxies: std::cell::RefCell<Vec<(String, Proxy)>>,
+    /// The helper holding `deploy.setup`'s services, whose network later stages join.
+    pub session: std::cell::Cell<Option<i32>>,
+}
+
+impl<'a> Verification<'a> {
+    pub fn new(
+        repo: &'a Repo,
+        pipeline: Option<&'a Pipeline>,
+        settings: &'a VerifySettings,
+        out: &'a ArtifactDir,
+    ) -> Self {
+        Verification {
+            repo,
+            pipeline,
+            settings,
+            out,
+            proxies: Default::default(),
+            session: Default::default(),
+        }
+    }
 }
 
 /// The stage options a command list runs with.
@@ -159,8 +199,87 @@ impl<'s> StageRun<'s> {
 }
 
 impl Verification<'_> {
-    fn rules(&self) -> CommandRules {
+    fn rules(&self, grants: &StageGrants) -> CommandRules {
         CommandRules::new(self.pipeline.map(|p| &p.security), self.settings.unattended)
+            .with_extra(&grants.allowlist, &grants.denylist)
+    }
+
+    fn output_cap(grants: &StageGrants) -> usize {
+        grants
+            .limits
+            .output_bytes
+            .map_or(DEFAULT_OUTPUT_CAP, |b| b as usize)
+    }
+
+    /// The proxy socket for a stage whose network is a host allowlist, started on first use.
+    fn proxy_for(&self, grants: &StageGrants) -> Result<Option<std::path::PathBuf>, VerifyError> {
+        let Network::Hosts(rules) = &grants.network else {
+            return Ok(None);
+        };
+        let mut proxies = self.proxies.borrow_mut();
+        if let Some((_, p)) = proxies.iter().find(|(s, _)| *s == grants.stage) {
+            return Ok(Some(p.socket().to_path_buf()));
+        }
+        let socket = self
+            .settings
+            .paths
+            .tmp
+            .with_file_name(format!("proxy-{}.sock", grants.stage));
+        let proxy =
+            Proxy::start(&socket, rules.clone()).map_err(|e| VerifyError::Proxy(e.to_string()))?;
+        proxies.push((grants.stage.clone(), proxy));
+        Ok(Some(socket))
+    }
+
+    /// Builds the spec for one command under its stage's grants: confinement, environment
+    /// from scratch, timeout. Writes the grants actually applied into the artifacts.
+    fn spec_for(
+        &self,
+        stage: StageName,
+        label: &str,
+        cmd: &str,
+        cwd: PathBuf,
+        config: &Stage,
+    ) -> Result<(CommandSpec, usize), VerifyError> {
+        let grants = self.settings.policy.for_stage(stage.policy_stage());
+        let proxy = self.proxy_for(&grants)?;
+        let mut confinement = grants::confinement_for(
+            &grants,
+            &self.settings.paths,
+            proxy.as_deref().map(|s| (s, grants::PROXY_PORT)),
+        );
+        if let (Some(c), Some(pid)) = (confinement.as_mut(), self.session.get())
+            && stage != StageName::DeploySetup
+            && !matches!(c.network, Some(NetMode::Host))
+        {
+            // Reach the services deploy.setup started: same network, same user namespace.
+            c.join = Some(pid);
+        }
+        let mut env = grants::command_env(
+            &grants,
+            &self.settings.runner_env,
+            &self.settings.paths.tmp,
+            confinement.as_ref(),
+        );
+        self.add_stage_env(&mut env, config);
+        let mut spec = CommandSpec::shell(cmd, cwd, env);
+        spec.timeout = self.command_timeout(config, &grants);
+        spec.confinement = confinement;
+        #[derive(Serialize)]
+        struct Applied<'g> {
+            grants: &'g StageGrants,
+            confinement: &'g Option<sandbox::grants::Confinement>,
+            env_names: Vec<&'g str>,
+        }
+        self.out.write_json(
+            &format!("{label}_grants.json"),
+            &Applied {
+                grants: &grants,
+                confinement: &spec.confinement,
+                env_names: spec.env.iter().map(|(k, _)| k.as_str()).collect(),
+            },
+        )?;
+        Ok((spec, Self::output_cap(&grants)))
     }
 
     /// Runs the chain, the dump and teardown; writes every artifact; returns the summary.
@@ -187,6 +306,7 @@ impl Verification<'_> {
             artifacts_dir: self.out.path().to_path_buf(),
             stages: Vec::new(),
             warnings: pipeline.warnings.clone(),
+            sandbox: self.settings.policy.sandbox,
         };
         let mut services: Vec<Background> = Vec::new();
         self.run_chain(pipeline, &test_cmds, &mut summary, &mut services)?;
@@ -205,7 +325,12 @@ impl Verification<'_> {
             }
         }
         // Services started by deploy setup end here, after teardown had its chance.
+        self.session.set(None);
         drop(services);
+        for (stage, proxy) in self.proxies.borrow().iter() {
+            self.out
+                .write_json(&format!("{stage}_network.json"), &proxy.decisions())?;
+        }
         self.out.write_json("summary.json", &summary)?;
         Ok(summary)
     }
@@ -259,6 +384,9 @@ impl Verification<'_> {
         }
         for stage in &plan {
             let (report, background) = self.run_stage_keeping(stage)?;
+            if let Some(last) = background.last() {
+                self.session.set(Some(last.helper_pid()));
+            }
             services.extend(background);
             let rc = Some(report.rc);
             match stage.name {
@@ -342,7 +470,8 @@ impl Verification<'_> {
                     failed_index = Some(index);
                     break 'commands;
                 }
-                if let Err(reason) = self.rules().check(cmd) {
+                let grants = self.settings.policy.for_stage(stage.name.policy_stage());
+                if let Err(reason) = self.rules(&grants).check(cmd) {
                     attempts.push(self.refusal(stage, index, attempt, cmd, REFUSED_RC, &reason)?);
                     failed_index = Some(index);
                     break 'commands;
@@ -428,7 +557,7 @@ impl Verification<'_> {
             "{}: `{cmd}` refused: {reason}",
             stage.name.as_str()
         ));
-        let mut stderr = Capture::new(self.settings.output_cap);
+        let mut stderr = Capture::new(DEFAULT_OUTPUT_CAP);
         stderr.push(format!("{reason}\n").as_bytes());
         let outcome = CommandOutcome {
             rc,
@@ -451,8 +580,8 @@ impl Verification<'_> {
         cmd: &str,
         cwd: PathBuf,
     ) -> Result<(AttemptRecord, Option<Background>), VerifyError> {
-        let mut spec = CommandSpec::shell(cmd, cwd, self.command_env(stage.config));
-        spec.timeout = self.command_timeout(stage.config);
+        let (mut spec, output_cap) =
+            self.spec_for(stage.name, stage.label, cmd, cwd, stage.config)?;
         spec.interactive = stage.interactive;
         spec.lifetime = stage.lifetime;
         self.progress(&format!(
@@ -460,7 +589,7 @@ impl Verification<'_> {
             stage.label,
             index + 1
         ));
-        let (outcome, background) = sandbox::run(&spec, self.settings.output_cap)?;
+        let (outcome, background) = sandbox::run(&spec, output_cap)?;
         let record = self.record(stage.label, index, attempt, cmd, &outcome)?;
         self.progress(&format!(
             "{}: rc={}{} in {:.2}s",
@@ -520,19 +649,21 @@ impl Verification<'_> {
         Ok(())
     }
 
-    /// The stage's timeout, capped by `security.max_cmd_seconds`.
-    fn command_timeout(&self, config: &Stage) -> Option<Duration> {
-        let cap = self.pipeline.and_then(|p| p.security.max_cmd_seconds);
-        let secs = match (config.timeout_seconds, cap) {
-            (Some(t), Some(c)) => Some(t.min(c)),
-            (t, c) => t.or(c),
-        };
-        secs.map(Duration::from_secs_f64)
+    /// The stage's timeout, capped by `security.max_cmd_seconds` and the policy's wall time.
+    fn command_timeout(&self, config: &Stage, grants: &StageGrants) -> Option<Duration> {
+        let caps = [
+            config.timeout_seconds,
+            self.pipeline.and_then(|p| p.security.max_cmd_seconds),
+            grants.limits.wall_seconds,
+        ];
+        caps.into_iter()
+            .flatten()
+            .reduce(f64::min)
+            .map(Duration::from_secs_f64)
     }
 
-    /// The base environment, strict-mode defaults where unset, then the stage's `env`.
-    fn command_env(&self, config: &Stage) -> Vec<(String, String)> {
-        let mut env = self.settings.base_env.clone();
+    /// Strict-mode defaults where unset, then the stage's `env` (human-owned, always passed).
+    fn add_stage_env(&self, env: &mut Vec<(String, String)>, config: &Stage) {
         if self.settings.unattended == Unattended::Strict {
             for (key, value) in STRICT_ENV_DEFAULTS {
                 if !env.iter().any(|(k, _)| k == key) {
@@ -544,12 +675,20 @@ impl Verification<'_> {
             env.retain(|(k, _)| k != key);
             env.push((key.clone(), value.clone()));
         }
-        env
     }
 
     /// Checks the metrics file; copies it into the artifacts whatever it holds.
     fn check_metrics(&self, path: &str, required: &[String]) -> Result<Vec<String>, VerifyError> {
+        let placeholder = self
+            .settings
+            .paths
+            .writable
+            .iter()
+            .any(|w| w.ends_with(path.trim_start_matches("./")));
         let bytes = match self.repo.read_untrusted(path, METRICS_CAP) {
+            Ok((bytes, _)) if bytes.is_empty() && placeholder => {
+                return Ok(vec![format!("metrics_file_missing: {path}")]);
+            }
             Ok((bytes, _)) => bytes,
             Err(RepoError::NotFound(_)) => {
                 return Ok(vec![format!("metrics_file_missing: {path}")]);
@@ -585,7 +724,7 @@ impl Verification<'_> {
     /// Dumps cluster state into `kubectl/` when kubectl is on PATH; failures are recorded,
     /// never fatal.
     fn kubectl_dump(&self, dump: &super::KubectlDump) -> Result<(), VerifyError> {
-        let Some(kubectl) = find_on_path("kubectl", &self.settings.base_env) else {
+        let Some(kubectl) = find_on_path("kubectl", &self.settings.runner_env) else {
             self.progress("kubectl_dump: kubectl not found on PATH, skipped");
             return Ok(());
         };
@@ -625,14 +764,20 @@ impl Verification<'_> {
             commands.push(("logs", args));
         }
         for (name, args) in commands {
-            let mut spec = CommandSpec::shell(
+            let config = Stage {
+                timeout_seconds: Some(60.0),
+                ..Stage::default()
+            };
+            let label = format!("kubectl_{name}");
+            let (mut spec, cap) = self.spec_for(
+                StageName::Kubectl,
+                &label,
                 "",
                 self.repo.root().to_path_buf(),
-                self.settings.base_env.clone(),
-            );
+                &config,
+            )?;
             spec.argv = std::iter::once(kubectl.clone()).chain(args).collect();
-            spec.timeout = Some(Duration::from_secs(60));
-            let (outcome, _) = sandbox::run(&spec, self.settings.output_cap)?;
+            let (outcome, _) = sandbox::run(&spec, cap)?;
             dir.write_text(&format!("{name}.txt"), &outcome.stdout.to_text())?;
             dir.write_text(&format!("{name}.stderr.txt"), &outcome.stderr.to_text())?;
         }

@@ -113,6 +113,15 @@ impl CommandRules {
         }
     }
 
+    /// Adds the policy file's patterns to the pipeline's.
+    pub fn with_extra(mut self, allowlist: &[String], denylist: &[String]) -> Self {
+        self.allowlist
+            .extend(allowlist.iter().map(|p| Pattern::new(p)));
+        self.denylist
+            .extend(denylist.iter().map(|p| Pattern::new(p)));
+        self
+    }
+
     pub fn unattended(&self) -> Unattended {
         self.unattended
     }

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommandSpec, Lifetime, TIMEOUT_RC};
+use super::{CommandSpec, Lifetime, TIMEOUT_RC, confine, proxy};
+use crate::policy::rules::REFUSED_RC;
 
 /// What the helper tells the runner on fd 4.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -56,6 +57,10 @@ pub fn main() -> ! {
     let _ = report_pipe.write_all(&encoded);
     drop(report_pipe);
     if report.background {
+        // Later commands of the run join this helper's namespaces to reach its services,
+        // which needs /proc/<pid>/ns to be openable by the runner's user. Nothing secret is
+        // left in this process: the runner's environment never reached it.
+        prctl(libc::PR_SET_DUMPABLE, 1);
         // Hold the session's processes until the runner closes the control channel.
         let mut sink = Vec::new();
         let _ = control.read_to_end(&mut sink);
@@ -106,7 +111,25 @@ fn run(control: &mut BufReader<File>) -> (HelperReport, Option<i32>) {
     prctl(libc::PR_SET_DUMPABLE, 0);
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
 
-    let mut child = match command(&spec).spawn() {
+    let mut prepared = match spec.confinement.as_ref().map(confine::prepare).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                HelperReport::refused(REFUSED_RC, format!("sandbox_unavailable: {e}")),
+                None,
+            );
+        }
+    };
+    let forwarder = prepared.as_mut().and_then(|p| p.forwarder.take());
+    let mut cmd = command(&spec);
+    if let Some(mut prepared) = prepared {
+        // SAFETY: the helper is single-threaded here, so the child may allocate; everything
+        // else `apply_in_child` does is a plain syscall.
+        unsafe {
+            cmd.pre_exec(move || prepared.apply_in_child());
+        }
+    }
+    let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
             let rc = if e.kind() == std::io::ErrorKind::NotFound {
@@ -120,6 +143,9 @@ fn run(control: &mut BufReader<File>) -> (HelperReport, Option<i32>) {
         }
     };
     let group = child.id() as i32;
+    if let Some((listener, socket)) = forwarder {
+        proxy::forward(listener, socket);
+    }
     let timed_out = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
     if let Some(timeout) = spec.timeout {

@@ -8,8 +8,11 @@
 //! artifacts (that is `artifacts`).
 
 pub mod capture;
+pub mod confine;
+pub mod grants;
 pub mod helper;
 mod process;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +50,8 @@ pub struct CommandSpec {
     /// Give the command the runner's terminal as stdin (guided interactive auth only).
     pub interactive: bool,
     pub lifetime: Lifetime,
+    /// Kernel confinement; `None` runs the command unconfined (`--sandbox off`).
+    pub confinement: Option<grants::Confinement>,
 }
 
 impl CommandSpec {
@@ -63,6 +68,7 @@ impl CommandSpec {
             timeout: None,
             interactive: false,
             lifetime: Lifetime::Command,
+            confinement: None,
         }
     }
 }

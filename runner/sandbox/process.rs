@@ -31,6 +31,13 @@ pub struct Background {
     drains: Vec<JoinHandle<()>>,
 }
 
+impl Background {
+    /// The helper holding the session's processes (and namespaces).
+    pub fn helper_pid(&self) -> i32 {
+        self.helper.id() as i32
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         drop(self.control.take());

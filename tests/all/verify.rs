@@ -587,12 +587,19 @@ fn env_file_is_loaded_and_existing_variables_win() {
         "pipeline.yml",
         "tests:\n  cmds: ['echo \"$FROM_FILE|$PRESET\"']\n",
     );
+    // Commands see only the names their policy grants: grant both.
+    repo.write(
+        "policy.yml",
+        "defaults:\n  filesystem:\n    read: [system, toolchains]\n    write: [repo, tmp]\n  env: [PATH, FROM_FILE, PRESET]\n",
+    );
     let args = [
         "verify",
         "--repo",
         ".",
         "--pipeline",
         "pipeline.yml",
+        "--policy",
+        "policy.yml",
         "--json",
     ];
     let run = |extra: &[&str]| {
