@@ -5,6 +5,9 @@
 //! would need; each subcommand resolves its settings and hands over.
 
 mod actions;
+mod doctor;
+mod policy;
+mod sandbox;
 mod verify;
 
 use std::path::PathBuf;
@@ -41,6 +44,66 @@ pub enum Command {
     /// Work with `.aider_fsm/actions.yml` files.
     #[command(subcommand)]
     Actions(ActionsCommand),
+    /// Validate a policy file or show the grants each stage gets.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Run one command under a policy, for debugging policies and for benchmarks.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Report what this machine's kernel can enforce, and what that means for policies.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file; errors name file:line:column and the field.
+    Check { file: PathBuf },
+    /// Print the effective grants of every stage.
+    Explain {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Show the compat command rules of this pipeline next to the policy's.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// The repository named roots resolve against.
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run CMD ARGS... confined under the policy's grants for one stage.
+    Exec(SandboxExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxExecArgs {
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// The stage whose grants apply.
+    #[arg(long, default_value = "tests")]
+    pub stage: String,
+    /// The repository (writable, and the working directory).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// `off` runs without kernel confinement.
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxMode>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,10 +177,17 @@ pub fn main() -> ExitCode {
     // /proc/<pid>/environ, where the API key lives.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Printing into a closed pipe (`fsm-runner ... | head`) ends the process quietly, as
+    // command-line tools do. Writes to sockets never raise SIGPIPE (std sends MSG_NOSIGNAL).
+    // SAFETY: restoring a signal's default disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verify(args) => verify::run(&args),
         Command::Actions(ActionsCommand::Run(args)) => actions::run(&args),
+        Command::Policy(cmd) => policy::run(&cmd),
+        Command::Sandbox(SandboxCommand::Exec(args)) => sandbox::exec(&args),
+        Command::Doctor(args) => doctor::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -662,6 +662,29 @@ impl Verification<'_> {
             .map(Duration::from_secs_f64)
     }
 
+    /// Runs one argv (no shell) under `stage`'s grants, with no artifacts but the grants.
+    pub fn run_argv(
+        &self,
+        stage: &str,
+        argv: &[String],
+        config: &Stage,
+    ) -> Result<CommandOutcome, VerifyError> {
+        let name = match stage {
+            "auth" => StageName::Auth,
+            "deploy_setup" => StageName::DeploySetup,
+            "deploy_health" => StageName::DeployHealth,
+            "deploy_teardown" => StageName::DeployTeardown,
+            "benchmark" => StageName::Benchmark,
+            "actions" => StageName::Actions,
+            _ => StageName::Tests,
+        };
+        let (mut spec, cap) =
+            self.spec_for(name, stage, "", self.repo.root().to_path_buf(), config)?;
+        spec.argv = argv.to_vec();
+        let (outcome, _) = sandbox::run(&spec, cap)?;
+        Ok(outcome)
+    }
+
     /// Strict-mode defaults where unset, then the stage's `env` (human-owned, always passed).
     fn add_stage_env(&self, env: &mut Vec<(String, String)>, config: &Stage) {
         if self.settings.unattended == Unattended::Strict {

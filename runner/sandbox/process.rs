@@ -1,13 +1,14 @@
 //! The runner's side of a sandboxed command: start the helper, hand it the spec, pump the
 //! output pipes without ever blocking on them, and collect the helper's report.
 //!
-//! Protocol: the helper reads one JSON line (the spec) from fd 3; the runner keeps fd 3's
-//! write end open as the session's control channel (closing it ends the session). The helper
+//! Protocol: the helper reads one JSON line (the spec) from fd 3, a socket; the runner keeps
+//! its end open as the session's control channel (closing it ends the session). The helper
 //! writes one JSON report to fd 4 and closes it when the command has ended.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
@@ -27,7 +28,7 @@ const PIPE_SIZE: libc::c_int = 1 << 20;
 /// closes the control channel; the helper then kills them all and exits.
 pub struct Background {
     helper: Child,
-    control: Option<File>,
+    control: Option<UnixStream>,
     drains: Vec<JoinHandle<()>>,
 }
 
@@ -58,6 +59,12 @@ fn high_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     Ok((dup_high(r)?, dup_high(w)?))
+}
+
+/// A connected socket pair at fds >= 10.
+fn high_socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = UnixStream::pair()?;
+    Ok((dup_high(a.into())?, dup_high(b.into())?))
 }
 
 fn dup_high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
@@ -111,14 +118,15 @@ pub(super) fn run(
     spec: &CommandSpec,
     output_cap: usize,
 ) -> Result<(CommandOutcome, Option<Background>), SandboxError> {
-    let (spec_read, spec_write) = high_pipe()?;
+    // A socket, not a pipe: writes to it never raise SIGPIPE if the helper is gone.
+    let (spec_read, spec_write) = high_socketpair()?;
     let (report_read, report_write) = high_pipe()?;
     let mut cmd = helper_command(spec, spec_read.as_raw_fd(), report_write.as_raw_fd())?;
     let started = Instant::now();
     let mut helper = cmd.spawn().map_err(SandboxError::Spawn)?;
     drop((spec_read, report_write));
 
-    let mut control = File::from(spec_write);
+    let mut control = UnixStream::from(spec_write);
     let mut line = serde_json::to_vec(spec).map_err(|e| SandboxError::Io(e.into()))?;
     line.push(b'\n');
     if let Err(e) = control.write_all(&line) {

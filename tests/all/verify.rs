@@ -254,6 +254,7 @@ fn huge_output_is_capped_and_memory_stays_bounded() {
             Ok(())
         });
     }
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also reports its rusage
     let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
     let pid = child.id() as i32;
     let mut status = 0;

@@ -1,0 +1,42 @@
+//! `fsm-runner sandbox exec`: one command under one stage's grants.
+
+use std::io::Write;
+
+use super::verify::resolve;
+use super::{RepoArgs, SandboxExecArgs, Unattended, exit};
+use crate::artifacts::ArtifactDir;
+use crate::pipeline::Stage;
+use crate::pipeline::verify::Verification;
+use crate::policy;
+
+pub fn exec(args: &SandboxExecArgs) -> anyhow::Result<u8> {
+    if !policy::STAGES.contains(&args.stage.as_str()) {
+        anyhow::bail!(
+            "`{}` is not a stage; stages are {}",
+            args.stage,
+            policy::STAGES.join(", ")
+        );
+    }
+    let repo_args = RepoArgs {
+        repo: args.repo.clone(),
+        pipeline: None,
+        test_cmd: None,
+        artifacts_dir: None,
+        unattended: Unattended::Strict,
+        env_file: String::new(),
+        env_override: false,
+        policy: args.policy.clone(),
+        sandbox: args.sandbox,
+    };
+    let resolved = resolve(&repo_args, false)?;
+    let out = ArtifactDir::create(resolved.private_dir.path().join("artifacts"))?;
+    let ctx = Verification::new(&resolved.repo, None, &resolved.settings, &out);
+    let config = Stage {
+        timeout_seconds: args.timeout,
+        ..Stage::default()
+    };
+    let outcome = ctx.run_argv(&args.stage, &args.command, &config)?;
+    std::io::stdout().write_all(outcome.stdout.to_text().as_bytes())?;
+    std::io::stderr().write_all(outcome.stderr.to_text().as_bytes())?;
+    Ok(u8::try_from(outcome.rc).unwrap_or(exit::BAD_INPUT))
+}
