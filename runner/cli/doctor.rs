@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{DoctorArgs, exit};
-use crate::sandbox::confine::landlock_abi;
+use crate::sandbox::confine::{PidsCgroup, landlock_abi};
 
 #[derive(Serialize)]
 struct Check {
@@ -41,6 +41,10 @@ fn checks() -> Vec<Check> {
     let mountns = can_unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS);
     let netns = can_unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET);
     let cgroup2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let pids_cgroup = PidsCgroup::current_base();
+    let process_limits = !root || pids_cgroup.is_some();
     vec![
         Check {
             name: "landlock",
@@ -98,6 +102,19 @@ fn checks() -> Vec<Check> {
                 "not available".into()
             },
             needed_for: "denying ptrace, bpf, io_uring, mount, namespaces, kernel modules",
+        },
+        Check {
+            name: "process limits",
+            ok: process_limits,
+            detail: match (root, &pids_cgroup) {
+                (false, _) => "RLIMIT_NPROC (not running as root)".into(),
+                (true, Some(base)) => format!("pids cgroup under {}", base.display()),
+                (true, None) => {
+                    "running as root and no writable pids cgroup: RLIMIT_NPROC does not bind root"
+                        .into()
+                }
+            },
+            needed_for: "limits.processes (fork bombs)",
         },
         Check {
             name: "cgroups v2",

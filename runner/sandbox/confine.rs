@@ -43,6 +43,70 @@ pub struct Prepared {
     limits: RLimits,
     /// The proxy forwarder's listener inside the command's network namespace.
     pub forwarder: Option<(TcpListener, std::path::PathBuf)>,
+    /// The pids cgroup the helper and the command run in, removed when the helper ends.
+    pub cgroup: Option<PidsCgroup>,
+}
+
+/// A pids cgroup made for one command. RLIMIT_NPROC does not bind processes whose real user
+/// is root (the kernel exempts it), so when the runner is root the process limit is enforced
+/// with the pids controller instead.
+pub struct PidsCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl PidsCgroup {
+    /// Where this process's pids cgroup lives (cgroup v1 `pids` hierarchy, or v2).
+    pub fn current_base() -> Option<std::path::PathBuf> {
+        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let rel = path.trim_start_matches('/');
+            if controllers.split(',').any(|c| c == "pids") {
+                return Some(Path::new("/sys/fs/cgroup/pids").join(rel));
+            }
+            if controllers.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                let base = Path::new("/sys/fs/cgroup").join(rel);
+                let delegated = std::fs::read_to_string(base.join("cgroup.subtree_control"))
+                    .unwrap_or_default();
+                if delegated.split_whitespace().any(|c| c == "pids") {
+                    return Some(base);
+                }
+            }
+        }
+        None
+    }
+
+    /// Creates a cgroup limited to `max` processes and moves this process into it.
+    pub fn enter(max: u64) -> Result<PidsCgroup> {
+        let base = Self::current_base()
+            .ok_or("no writable pids cgroup to enforce the process limit as root")?;
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let dir = base.join(format!("fsm-runner-{pid}"));
+        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let group = PidsCgroup { dir };
+        // The helper and its timer and forwarder threads count too.
+        write_file(
+            &group.dir.join("pids.max").display().to_string(),
+            &(max + 8).to_string(),
+        )?;
+        write_file(
+            &group.dir.join("cgroup.procs").display().to_string(),
+            &pid.to_string(),
+        )?;
+        Ok(group)
+    }
+
+    /// Moves this process back to the parent group and removes the command's group.
+    pub fn leave(self) {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::write(parent.join("cgroup.procs"), pid.to_string());
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// The Landlock ABI the kernel offers (0 when Landlock is unavailable).
@@ -62,6 +126,11 @@ pub fn landlock_abi() -> i32 {
 /// Sets up namespaces and mounts in the calling (helper) process and prepares the rules the
 /// child applies. The helper must still be single-threaded.
 pub fn prepare(c: &Confinement) -> Result<Prepared> {
+    // SAFETY: geteuid has no preconditions.
+    let cgroup = match c.limits.processes {
+        Some(max) if unsafe { libc::geteuid() } == 0 => Some(PidsCgroup::enter(max)?),
+        _ => None,
+    };
     enter_namespaces(c)?;
     mount_view(c)?;
     let forwarder = match &c.network {
@@ -82,6 +151,7 @@ pub fn prepare(c: &Confinement) -> Result<Prepared> {
         filters: seccomp_filters()?,
         limits: c.limits.clone(),
         forwarder,
+        cgroup,
     })
 }
 

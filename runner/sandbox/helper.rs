@@ -52,7 +52,7 @@ pub fn main() -> ! {
     set_cloexec(3);
     set_cloexec(4);
     let mut control = BufReader::new(control);
-    let (report, group) = run(&mut control);
+    let (report, leftovers) = run(&mut control);
     let encoded = serde_json::to_vec(&report).unwrap_or_default();
     let _ = report_pipe.write_all(&encoded);
     drop(report_pipe);
@@ -65,8 +65,11 @@ pub fn main() -> ! {
         let mut sink = Vec::new();
         let _ = control.read_to_end(&mut sink);
     }
-    if let Some(group) = group {
+    if let Some(group) = leftovers.group {
         kill_all_descendants(group);
+    }
+    if let Some(cgroup) = leftovers.cgroup {
+        cgroup.leave();
     }
     std::process::exit(0)
 }
@@ -85,42 +88,44 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong) {
     }
 }
 
-/// Runs the command; returns the report and the process group to clean up.
-fn run(control: &mut BufReader<File>) -> (HelperReport, Option<i32>) {
+/// What the helper must clean up after reporting.
+#[derive(Default)]
+struct Leftovers {
+    group: Option<i32>,
+    cgroup: Option<confine::PidsCgroup>,
+}
+
+fn refused(rc: i32, error: String) -> (HelperReport, Leftovers) {
+    (HelperReport::refused(rc, error), Leftovers::default())
+}
+
+/// Runs the command; returns the report and what to clean up.
+fn run(control: &mut BufReader<File>) -> (HelperReport, Leftovers) {
     let mut line = String::new();
     if let Err(e) = control.read_line(&mut line) {
-        return (
-            HelperReport::refused(125, format!("cannot read the command spec: {e}")),
-            None,
-        );
+        return refused(125, format!("cannot read the command spec: {e}"));
     }
     let spec: CommandSpec = match serde_json::from_str(&line) {
         Ok(spec) => spec,
-        Err(e) => {
-            return (
-                HelperReport::refused(125, format!("bad command spec: {e}")),
-                None,
-            );
-        }
+        Err(e) => return refused(125, format!("bad command spec: {e}")),
     };
     prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } == 1 {
-        return (HelperReport::refused(125, "the runner exited".into()), None);
+        return refused(125, "the runner exited".into());
     }
     prctl(libc::PR_SET_DUMPABLE, 0);
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
 
     let mut prepared = match spec.confinement.as_ref().map(confine::prepare).transpose() {
         Ok(p) => p,
-        Err(e) => {
-            return (
-                HelperReport::refused(REFUSED_RC, format!("sandbox_unavailable: {e}")),
-                None,
-            );
-        }
+        Err(e) => return refused(REFUSED_RC, format!("sandbox_unavailable: {e}")),
     };
     let forwarder = prepared.as_mut().and_then(|p| p.forwarder.take());
+    let mut leftovers = Leftovers {
+        group: None,
+        cgroup: prepared.as_mut().and_then(|p| p.cgroup.take()),
+    };
     let mut cmd = command(&spec);
     if let Some(mut prepared) = prepared {
         // SAFETY: the helper is single-threaded here, so the child may allocate; everything
@@ -131,6 +136,12 @@ fn run(control: &mut BufReader<File>) -> (HelperReport, Option<i32>) {
     }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
+        Err(e) if e.to_string().starts_with("sandbox: ") => {
+            return (
+                HelperReport::refused(REFUSED_RC, format!("sandbox_unavailable: {e}")),
+                leftovers,
+            );
+        }
         Err(e) => {
             let rc = if e.kind() == std::io::ErrorKind::NotFound {
                 127
@@ -139,10 +150,11 @@ fn run(control: &mut BufReader<File>) -> (HelperReport, Option<i32>) {
             };
             let program = spec.argv.first().map_or("", String::as_str);
             let error = format!("cannot start `{program}` in `{}`: {e}", spec.cwd.display());
-            return (HelperReport::refused(rc, error), None);
+            return (HelperReport::refused(rc, error), leftovers);
         }
     };
     let group = child.id() as i32;
+    leftovers.group = Some(group);
     if let Some((listener, socket)) = forwarder {
         proxy::forward(listener, socket);
     }
@@ -171,7 +183,7 @@ fn run(control: &mut BufReader<File>) -> (HelperReport, Option<i32>) {
         reap_exited();
         report.background = has_children();
     }
-    (report, Some(group))
+    (report, leftovers)
 }
 
 fn command(spec: &CommandSpec) -> Command {
