@@ -254,8 +254,10 @@ pub fn command_env(
             env.retain(|(k, _)| k != key);
             env.push((key.to_string(), url.clone()));
         }
-        env.push(("NO_PROXY".into(), "localhost,127.0.0.1".into()));
-        env.push(("no_proxy".into(), "localhost,127.0.0.1".into()));
+        // `localhost` stays inside the sandbox; every other name and address, 127.0.0.1
+        // included, means the host's side and goes through the proxy.
+        env.push(("NO_PROXY".into(), "localhost".into()));
+        env.push(("no_proxy".into(), "localhost".into()));
     }
     env
 }

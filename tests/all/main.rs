@@ -3,4 +3,5 @@
 mod support;
 
 mod actions;
+mod hostile;
 mod verify;
