@@ -232,9 +232,11 @@ impl Verification<'_> {
     }
 
     /// Builds the spec for one command under its stage's grants: confinement, environment
-    /// from scratch, timeout. Writes the grants actually applied into the artifacts.
+    /// from scratch, timeout. With `record`, writes the grants actually applied into the
+    /// artifacts (`sandbox exec` has no artifacts to write them to).
     fn spec_for(
         &self,
+        record: bool,
         stage: StageName,
         label: &str,
         cmd: &str,
@@ -265,20 +267,22 @@ impl Verification<'_> {
         let mut spec = CommandSpec::shell(cmd, cwd, env);
         spec.timeout = self.command_timeout(config, &grants);
         spec.confinement = confinement;
-        #[derive(Serialize)]
-        struct Applied<'g> {
-            grants: &'g StageGrants,
-            confinement: &'g Option<sandbox::grants::Confinement>,
-            env_names: Vec<&'g str>,
+        if record {
+            #[derive(Serialize)]
+            struct Applied<'g> {
+                grants: &'g StageGrants,
+                confinement: &'g Option<sandbox::grants::Confinement>,
+                env_names: Vec<&'g str>,
+            }
+            self.out.write_json(
+                &format!("{label}_grants.json"),
+                &Applied {
+                    grants: &grants,
+                    confinement: &spec.confinement,
+                    env_names: spec.env.iter().map(|(k, _)| k.as_str()).collect(),
+                },
+            )?;
         }
-        self.out.write_json(
-            &format!("{label}_grants.json"),
-            &Applied {
-                grants: &grants,
-                confinement: &spec.confinement,
-                env_names: spec.env.iter().map(|(k, _)| k.as_str()).collect(),
-            },
-        )?;
         Ok((spec, Self::output_cap(&grants)))
     }
 
@@ -581,7 +585,7 @@ impl Verification<'_> {
         cwd: PathBuf,
     ) -> Result<(AttemptRecord, Option<Background>), VerifyError> {
         let (mut spec, output_cap) =
-            self.spec_for(stage.name, stage.label, cmd, cwd, stage.config)?;
+            self.spec_for(true, stage.name, stage.label, cmd, cwd, stage.config)?;
         spec.interactive = stage.interactive;
         spec.lifetime = stage.lifetime;
         self.progress(&format!(
@@ -678,8 +682,14 @@ impl Verification<'_> {
             "actions" => StageName::Actions,
             _ => StageName::Tests,
         };
-        let (mut spec, cap) =
-            self.spec_for(name, stage, "", self.repo.root().to_path_buf(), config)?;
+        let (mut spec, cap) = self.spec_for(
+            false,
+            name,
+            stage,
+            "",
+            self.repo.root().to_path_buf(),
+            config,
+        )?;
         spec.argv = argv.to_vec();
         let (outcome, _) = sandbox::run(&spec, cap)?;
         Ok(outcome)
@@ -793,6 +803,7 @@ impl Verification<'_> {
             };
             let label = format!("kubectl_{name}");
             let (mut spec, cap) = self.spec_for(
+                true,
                 StageName::Kubectl,
                 &label,
                 "",

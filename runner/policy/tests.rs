@@ -105,3 +105,18 @@ fn secrets_pass_only_by_exact_name() {
     assert!(env_allowed(&["OPENAI_*".to_string()], "OPENAI_API_BASE"));
     assert!(is_secret_name("db_password"));
 }
+
+#[test]
+fn every_example_policy_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("policy-") && name.ends_with(".yml") {
+            let loaded = Policy::load(&entry.path());
+            assert!(loaded.is_ok(), "{name}: {:?}", loaded.err());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "expected the example policies, found {seen}");
+}
