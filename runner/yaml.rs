@@ -74,6 +74,16 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Reads a configuration file, with an error that names it.
+pub fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        pos: None,
+        field: None,
+        message: format!("cannot read: {e}"),
+    })
+}
+
 /// Parses one YAML document. An empty document is an empty mapping at 1:1.
 pub fn parse(file: &Path, text: &str) -> Result<Node, ConfigError> {
     let mut builder = TreeBuilder::default();

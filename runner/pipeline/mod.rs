@@ -129,13 +129,7 @@ pub fn join_cmds(cmds: &[String]) -> String {
 
 /// Reads and parses a pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        pos: None,
-        field: None,
-        message: format!("cannot read: {e}"),
-    })?;
-    parse(path, &text)
+    parse(path, &yaml::read(path)?)
 }
 
 /// Parses pipeline text; `file` is used for messages only.

@@ -193,13 +193,7 @@ impl Policy {
     }
 
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            pos: None,
-            field: None,
-            message: format!("cannot read: {e}"),
-        })?;
-        parse(path, &text)
+        parse(path, &yaml::read(path)?)
     }
 
     /// The effective grants of `stage` (one of [`STAGES`]).

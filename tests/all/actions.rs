@@ -143,3 +143,27 @@ fn write_file_through_a_symlink_to_a_protected_file_is_refused() {
     assert_eq!(repo.read("PLAN.md"), "# PLAN\n");
     assert_eq!(repo.read("notes.md"), "notes");
 }
+
+#[test]
+fn action_commands_are_confined_under_the_actions_stage() {
+    let repo = repo_with_contract();
+    let outside = std::env::temp_dir().join(format!("fsm-action-escape-{}", std::process::id()));
+    let json = run_actions(
+        &repo,
+        &format!(
+            "actions:\n  - id: setup\n    kind: run_cmd\n    cmd: \"echo ok > inside.txt; echo pwned > {} || true; echo pwned >> PLAN.md || true\"\n",
+            outside.display()
+        ),
+    );
+    assert_eq!(json["results"][0]["ok"], true, "{json}");
+    assert_eq!(repo.read("inside.txt"), "ok\n");
+    assert!(!outside.exists(), "the action wrote outside the repo");
+    assert_eq!(repo.read("PLAN.md"), "# PLAN\n");
+    let dir = std::path::PathBuf::from(json["artifacts_dir"].as_str().unwrap_or_default());
+    let grants: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("setup_grants.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(grants["grants"]["stage"], "actions");
+    assert!(grants["confinement"].is_object());
+}
