@@ -7,7 +7,7 @@ use super::{RepoArgs, SandboxExecArgs, Unattended, exit};
 use crate::artifacts::ArtifactDir;
 use crate::pipeline::Stage;
 use crate::pipeline::verify::Verification;
-use crate::policy;
+use crate::{policy, sandbox};
 
 pub fn exec(args: &SandboxExecArgs) -> anyhow::Result<u8> {
     if !policy::STAGES.contains(&args.stage.as_str()) {
@@ -35,8 +35,23 @@ pub fn exec(args: &SandboxExecArgs) -> anyhow::Result<u8> {
         timeout_seconds: args.timeout,
         ..Stage::default()
     };
-    let outcome = ctx.run_argv(&args.stage, &args.command, &config)?;
-    std::io::stdout().write_all(outcome.stdout.to_text().as_bytes())?;
-    std::io::stderr().write_all(outcome.stderr.to_text().as_bytes())?;
-    Ok(u8::try_from(outcome.rc).unwrap_or(exit::BAD_INPUT))
+    let spec = ctx.argv_spec(&args.stage, &args.command, &config)?;
+    let needs_proxy = !ctx.proxies.borrow().is_empty();
+    let rc = if needs_proxy {
+        // The proxy runs on threads in this process; namespaces need a single-threaded
+        // caller, so the command goes through a re-executed helper as in `verify`.
+        let (outcome, _) = sandbox::run(&spec, sandbox::DEFAULT_OUTPUT_CAP)?;
+        std::io::stdout().write_all(outcome.stdout.to_text().as_bytes())?;
+        std::io::stderr().write_all(outcome.stderr.to_text().as_bytes())?;
+        outcome.rc
+    } else {
+        // Nothing else runs here: this process is the helper, and the command's output goes
+        // straight to the terminal.
+        let (rc, error) = sandbox::helper::run_here(&spec);
+        if let Some(error) = error {
+            eprintln!("fsm-runner: {error}");
+        }
+        rc
+    };
+    Ok(u8::try_from(rc).unwrap_or(exit::BAD_INPUT))
 }

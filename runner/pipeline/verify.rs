@@ -666,13 +666,13 @@ impl Verification<'_> {
             .map(Duration::from_secs_f64)
     }
 
-    /// Runs one argv (no shell) under `stage`'s grants, with no artifacts but the grants.
-    pub fn run_argv(
+    /// The spec for one argv (no shell) under `stage`'s grants, recording nothing.
+    pub fn argv_spec(
         &self,
         stage: &str,
         argv: &[String],
         config: &Stage,
-    ) -> Result<CommandOutcome, VerifyError> {
+    ) -> Result<CommandSpec, VerifyError> {
         let name = match stage {
             "auth" => StageName::Auth,
             "deploy_setup" => StageName::DeploySetup,
@@ -682,17 +682,11 @@ impl Verification<'_> {
             "actions" => StageName::Actions,
             _ => StageName::Tests,
         };
-        let (mut spec, cap) = self.spec_for(
-            false,
-            name,
-            stage,
-            "",
-            self.repo.root().to_path_buf(),
-            config,
-        )?;
+        let root = self.repo.root().to_path_buf();
+        let (mut spec, _) = self.spec_for(false, name, stage, "", root, config)?;
         spec.argv = argv.to_vec();
-        let (outcome, _) = sandbox::run(&spec, cap)?;
-        Ok(outcome)
+        spec.interactive = true;
+        Ok(spec)
     }
 
     /// Strict-mode defaults where unset, then the stage's `env` (human-owned, always passed).

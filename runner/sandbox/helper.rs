@@ -99,7 +99,7 @@ fn refused(rc: i32, error: String) -> (HelperReport, Leftovers) {
     (HelperReport::refused(rc, error), Leftovers::default())
 }
 
-/// Runs the command; returns the report and what to clean up.
+/// Reads the spec from the control channel and runs it.
 fn run(control: &mut BufReader<File>) -> (HelperReport, Leftovers) {
     let mut line = String::new();
     if let Err(e) = control.read_line(&mut line) {
@@ -114,6 +114,26 @@ fn run(control: &mut BufReader<File>) -> (HelperReport, Leftovers) {
     if unsafe { libc::getppid() } == 1 {
         return refused(125, "the runner exited".into());
     }
+    run_spec(&spec)
+}
+
+/// Runs `spec` with this process as the helper, its stdio passed straight to the command,
+/// and cleans up after it. For `sandbox exec`, where the runner has nothing else to do: it
+/// saves re-executing itself. The caller must be single-threaded (namespaces require it).
+pub fn run_here(spec: &CommandSpec) -> (i32, Option<String>) {
+    let (report, leftovers) = run_spec(spec);
+    if let Some(group) = leftovers.group {
+        kill_all_descendants(group);
+    }
+    if let Some(cgroup) = leftovers.cgroup {
+        cgroup.leave();
+    }
+    (report.rc, report.error)
+}
+
+/// Confines (when asked), starts and waits for the command; returns the report and what to
+/// clean up.
+fn run_spec(spec: &CommandSpec) -> (HelperReport, Leftovers) {
     prctl(libc::PR_SET_DUMPABLE, 0);
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
 
@@ -126,7 +146,7 @@ fn run(control: &mut BufReader<File>) -> (HelperReport, Leftovers) {
         group: None,
         cgroup: prepared.as_mut().and_then(|p| p.cgroup.take()),
     };
-    let mut cmd = command(&spec);
+    let mut cmd = command(spec);
     if let Some(mut prepared) = prepared {
         // SAFETY: the helper is single-threaded here, so the child may allocate; everything
         // else `apply_in_child` does is a plain syscall.
