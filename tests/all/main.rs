@@ -3,5 +3,6 @@
 mod support;
 
 mod actions;
+mod cli;
 mod hostile;
 mod verify;
