@@ -33,6 +33,8 @@ pub struct Action {
     pub retries: u32,
     pub risk_level: Option<String>,
     pub rationale: Option<String>,
+    /// `kind: plugin`: the plugin, its config and grants.
+    pub plugin: Option<crate::pipeline::VerifierSpec>,
 }
 
 /// What one action did.
@@ -82,6 +84,8 @@ fn parse_action(field: &Field<'_>, index: usize) -> Result<Action, ConfigError> 
     let mut ignored = Vec::new();
     field.for_each_entry(&mut ignored, |key, value| {
         match key {
+            // Read below by `parse_verifier` when the kind is `plugin`.
+            "plugin" | "config" | "grants" => {}
             "id" => {
                 if let Some(id) = value.string()?.filter(|s| !s.trim().is_empty()) {
                     action.id = id;
@@ -99,6 +103,9 @@ fn parse_action(field: &Field<'_>, index: usize) -> Result<Action, ConfigError> 
         }
         Ok(true)
     })?;
+    if action.kind == "plugin" {
+        action.plugin = Some(crate::pipeline::parse_verifier(field)?);
+    }
     Ok(action)
 }
 
@@ -186,6 +193,20 @@ fn run_one(
             result.rc = report.rc;
             if let Some(reason) = report.attempts.last().and_then(|a| a.refused.clone()) {
                 result.error = Some(reason);
+            }
+        }
+        "plugin" => {
+            let Some(spec) = &action.plugin else {
+                result.error = Some("missing_plugin".into());
+                return Ok(result);
+            };
+            let verdict = ctx.run_plugin(spec)?;
+            ctx.out
+                .write_json(&format!("{}_plugin.json", action.id), &verdict)?;
+            result.ok = verdict.passed;
+            result.rc = if verdict.passed { 0 } else { 1 };
+            if !verdict.passed {
+                result.error = Some(verdict.summary.clone());
             }
         }
         other => result.error = Some(format!("unsupported_action_kind: {other}")),

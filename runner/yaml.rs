@@ -390,6 +390,38 @@ impl<'a> Field<'a> {
     }
 }
 
+/// Converts a node to JSON the way YAML types it: plain scalars become null, booleans and
+/// numbers where they read as such; quoted scalars stay strings.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &node.value {
+        Value::Scalar { text, quoted: true } => J::String(text.clone()),
+        Value::Scalar {
+            text,
+            quoted: false,
+        } => {
+            if is_null_text(text) {
+                J::Null
+            } else if let Some(b) = parse_bool(text) {
+                J::Bool(b)
+            } else if let Ok(i) = text.parse::<i64>() {
+                J::from(i)
+            } else if let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) {
+                J::from(f)
+            } else {
+                J::String(text.clone())
+            }
+        }
+        Value::Seq(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
 fn is_null_text(text: &str) -> bool {
     matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }

@@ -12,3 +12,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq "${need_apt[@]}"
 fi
+
+# Verifier plugins are WebAssembly components built for wasm32-wasip2 (by build.rs).
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi

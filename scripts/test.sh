@@ -4,5 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
+cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+# The plugins' own unit tests run on the host.
+cargo test --manifest-path plugins/Cargo.toml --target-dir plugins/target

@@ -6,6 +6,7 @@
 
 mod actions;
 mod doctor;
+mod plugin;
 mod policy;
 mod sandbox;
 mod verify;
@@ -52,6 +53,38 @@ pub enum Command {
     Sandbox(SandboxCommand),
     /// Report what this machine's kernel can enforce, and what that means for policies.
     Doctor(DoctorArgs),
+    /// Verifier plugins (WASI components): list, inspect, run.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// The built-in plugins.
+    List,
+    /// A plugin's name, version and API version.
+    Info {
+        /// A built-in name or a path to a .wasm component.
+        plugin: String,
+    },
+    /// Run a plugin's `verify` once, under the policy's grants for it.
+    Run(PluginRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginRunArgs {
+    /// A built-in name or a path to a .wasm component.
+    pub plugin: String,
+    /// The plugin's config: JSON text, or @FILE holding JSON.
+    #[arg(long, default_value = "{}")]
+    pub config: String,
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// The repository granted to the plugin (as /repo by default).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +221,7 @@ pub fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(&cmd),
         Command::Sandbox(SandboxCommand::Exec(args)) => sandbox::exec(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Plugin(cmd) => plugin::run(&cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

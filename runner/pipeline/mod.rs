@@ -18,6 +18,8 @@ pub struct Pipeline {
     pub tests: Option<Stage>,
     pub deploy: Option<Deploy>,
     pub benchmark: Option<Benchmark>,
+    /// WASI verifier plugins run after metrics validation (stage `verifiers`).
+    pub verifiers: Vec<VerifierSpec>,
     pub artifacts_out_dir: Option<String>,
     /// Where the pipeline came from, for messages.
     pub source: PathBuf,
@@ -106,6 +108,41 @@ pub struct Benchmark {
     pub required_keys: Vec<String>,
 }
 
+/// One entry of `verifiers:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifierSpec {
+    /// A built-in plugin name or a path to a `.wasm` component.
+    pub plugin: String,
+    /// `config:` as JSON, handed to the plugin.
+    pub config: serde_json::Value,
+    /// Optional grants on top of the policy's for this plugin.
+    pub grants: Option<crate::policy::Grant>,
+}
+
+/// Parses a `verifiers:` list (also the shape of an action's `plugin`/`config`/`grants`).
+pub fn parse_verifier(field: &Field<'_>) -> Result<VerifierSpec, ConfigError> {
+    let mut plugin = None;
+    let mut config = serde_json::Value::Object(Default::default());
+    let mut grants = None;
+    let mut unknown = Vec::new();
+    field.for_each_entry(&mut unknown, |key, value| {
+        match key {
+            "plugin" | "name" => plugin = Some(value.non_empty_string()?),
+            "config" => config = yaml::to_json(value.node),
+            "grants" => grants = Some(crate::policy::parse_grant(&value)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    let plugin = plugin
+        .ok_or_else(|| field.error("needs `plugin:` (a built-in name or a path to a .wasm)"))?;
+    Ok(VerifierSpec {
+        plugin,
+        config,
+        grants,
+    })
+}
+
 /// The default test command when neither `--test-cmd` nor `tests.cmds` gives one.
 pub const DEFAULT_TEST_CMD: &str = "pytest -q";
 
@@ -153,6 +190,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             "deploy" => pipeline.deploy = Some(parse_deploy(&field, &mut pipeline.warnings)?),
             "benchmark" => {
                 pipeline.benchmark = Some(parse_benchmark(&field, &mut pipeline.warnings)?)
+            }
+            "verifiers" => {
+                for (i, node) in field.items()?.iter().enumerate() {
+                    pipeline
+                        .verifiers
+                        .push(parse_verifier(&field.index(i, node))?);
+                }
             }
             "artifacts" => {
                 pipeline.artifacts_out_dir = parse_artifacts(&field, &mut pipeline.warnings)?

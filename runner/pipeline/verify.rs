@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Pipeline, Stage};
+use super::{Pipeline, Stage, VerifierSpec};
 use crate::artifacts::{ArtifactDir, ArtifactError};
 use crate::policy::rules::{CommandRules, REFUSED_RC, STRICT_ENV_DEFAULTS, Unattended};
 use crate::policy::{Network, Policy, StageGrants};
 use crate::repo::{Repo, RepoError};
 use crate::sandbox::grants::{self, NetMode, RunPaths};
 use crate::sandbox::proxy::Proxy;
+use crate::sandbox::wasm::{self, PluginHost, Verdict};
 use crate::sandbox::{
     self, Background, Capture, CommandOutcome, CommandSpec, DEFAULT_OUTPUT_CAP, Lifetime,
     TIMEOUT_RC,
@@ -35,6 +36,7 @@ pub enum StageName {
     DeployTeardown,
     Kubectl,
     Actions,
+    Verifiers,
 }
 
 impl StageName {
@@ -57,6 +59,7 @@ impl StageName {
             StageName::DeployTeardown => "deploy_teardown",
             StageName::Kubectl => "kubectl",
             StageName::Actions => "actions",
+            StageName::Verifiers => "verifiers",
         }
     }
 }
@@ -126,6 +129,10 @@ pub struct VerifySummary {
     pub metrics_path: Option<String>,
     pub metrics_ok: Option<bool>,
     pub metrics_errors: Vec<String>,
+    /// Whether every verifier plugin passed (`None` when there are none or they did not run).
+    pub verifiers_ok: Option<bool>,
+    /// One verdict per verifier plugin, findings included.
+    pub verifiers: Vec<Verdict>,
     pub test_cmd: String,
     pub artifacts_dir: PathBuf,
     pub stages: Vec<StageReport>,
@@ -142,6 +149,8 @@ pub enum VerifyError {
     Sandbox(#[from] sandbox::SandboxError),
     #[error("cannot start the network proxy: {0}")]
     Proxy(String),
+    #[error("cannot start the plugin host: {0}")]
+    Plugin(String),
 }
 
 /// One verification of one repo.
@@ -154,6 +163,8 @@ pub struct Verification<'a> {
     pub proxies: std::cell::RefCell<Vec<(String, Proxy)>>,
     /// The helper holding `deploy.setup`'s services, whose network later stages join.
     pub session: std::cell::Cell<Option<i32>>,
+    /// The WASI plugin host, started when the first plugin runs.
+    pub plugin_host: std::cell::OnceCell<PluginHost>,
 }
 
 impl<'a> Verification<'a> {
@@ -170,6 +181,7 @@ impl<'a> Verification<'a> {
             out,
             proxies: Default::default(),
             session: Default::default(),
+            plugin_host: Default::default(),
         }
     }
 }
@@ -306,6 +318,8 @@ impl Verification<'_> {
                 .and_then(|b| b.metrics_path.clone()),
             metrics_ok: None,
             metrics_errors: Vec::new(),
+            verifiers_ok: None,
+            verifiers: Vec::new(),
             test_cmd: super::join_cmds(&test_cmds),
             artifacts_dir: self.out.path().to_path_buf(),
             stages: Vec::new(),
@@ -388,7 +402,12 @@ impl Verification<'_> {
         }
         for stage in &plan {
             let (report, background) = self.run_stage_keeping(stage)?;
-            if let Some(last) = background.last() {
+            // Later stages join the services' namespaces only when they have their own (an
+            // isolated or proxied network); on the host network they are reachable anyway.
+            let setup = self.settings.policy.for_stage(stage.name.policy_stage());
+            let joinable = setup.sandbox == crate::policy::SandboxMode::Enforce
+                && setup.network != Network::All;
+            if let Some(last) = background.last().filter(|_| joinable) {
                 self.session.set(Some(last.helper_pid()));
             }
             services.extend(background);
@@ -424,9 +443,90 @@ impl Verification<'_> {
                 summary.ok = false;
                 summary.failed_stage = Some(StageName::Metrics);
                 self.progress(&format!("metrics: {}", summary.metrics_errors.join("; ")));
+                return Ok(());
+            }
+        }
+        if !pipeline.verifiers.is_empty() {
+            let verdicts = self.run_verifiers(&pipeline.verifiers)?;
+            let ok = verdicts.iter().all(|v| v.passed);
+            summary.verifiers_ok = Some(ok);
+            summary.verifiers = verdicts;
+            if !ok {
+                summary.ok = false;
+                summary.failed_stage = Some(StageName::Verifiers);
             }
         }
         Ok(())
+    }
+
+    /// The plugin host, started on first use.
+    pub fn plugin_host(&self) -> Result<&PluginHost, VerifyError> {
+        if let Some(host) = self.plugin_host.get() {
+            return Ok(host);
+        }
+        let host = PluginHost::new(wasm::default_cache_dir())
+            .map_err(|e| VerifyError::Plugin(e.to_string()))?;
+        Ok(self.plugin_host.get_or_init(|| host))
+    }
+
+    /// Runs one plugin under the policy's grants for it plus the spec's own; failures to
+    /// load or to grant become failed verdicts.
+    pub fn run_plugin(&self, spec: &VerifierSpec) -> Result<Verdict, VerifyError> {
+        let grant = self.settings.policy.for_plugin(&spec.plugin);
+        let config = spec.config.to_string();
+        let failed = |error: String| Verdict {
+            plugin: spec.plugin.clone(),
+            passed: false,
+            summary: error.clone(),
+            findings: Vec::new(),
+            error: Some(error),
+            stdout: String::new(),
+            stderr: String::new(),
+            fuel_used: 0,
+        };
+        let grants = match grants::plugin_grants(
+            &grant,
+            spec.grants.as_ref(),
+            &self.settings.paths,
+            &self.settings.runner_env,
+        ) {
+            Ok(g) => g,
+            Err(e) => return Ok(failed(e)),
+        };
+        match self.plugin_host()?.verify(&spec.plugin, &config, &grants) {
+            Ok(verdict) => Ok(verdict),
+            Err(e) => Ok(failed(e.to_string())),
+        }
+    }
+
+    /// Runs every verifier; writes each verdict to `verifiers/NN_<plugin>.json`.
+    fn run_verifiers(&self, specs: &[VerifierSpec]) -> Result<Vec<Verdict>, VerifyError> {
+        let dir = self.out.subdir("verifiers")?;
+        let mut verdicts = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            self.progress(&format!("verifiers: running plugin `{}`", spec.plugin));
+            let verdict = self.run_plugin(spec)?;
+            let safe: String = spec
+                .plugin
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            dir.write_json(&format!("{:02}_{safe}.json", i + 1), &verdict)?;
+            self.progress(&format!(
+                "verifiers: `{}` {}: {}",
+                spec.plugin,
+                if verdict.passed { "passed" } else { "FAILED" },
+                verdict.summary
+            ));
+            verdicts.push(verdict);
+        }
+        Ok(verdicts)
     }
 
     fn progress(&self, line: &str) {

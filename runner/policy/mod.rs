@@ -131,6 +131,8 @@ pub struct Limits {
     pub file_size_mb: Option<u64>,
     pub open_files: Option<u64>,
     pub output_bytes: Option<u64>,
+    /// Plugins only: the CPU budget in wasmtime fuel units.
+    pub fuel: Option<u64>,
 }
 
 impl Limits {
@@ -169,6 +171,8 @@ pub struct Policy {
     pub sandbox: SandboxMode,
     pub defaults: Grant,
     pub stages: BTreeMap<String, Grant>,
+    /// Verifier-plugin grants by plugin name (`default` applies to plugins not named).
+    pub plugins: BTreeMap<String, Grant>,
 }
 
 /// The grants one stage runs with: defaults merged with the stage's overrides.
@@ -194,6 +198,19 @@ impl Policy {
 
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
         parse(path, &yaml::read(path)?)
+    }
+
+    /// The grant for a plugin: its own entry, else `default`, else read-only access to the
+    /// repository and nothing else.
+    pub fn for_plugin(&self, name: &str) -> Grant {
+        self.plugins
+            .get(name)
+            .or_else(|| self.plugins.get("default"))
+            .cloned()
+            .unwrap_or_else(|| Grant {
+                read: vec![PathGrant::Root(NamedRoot::Repo)],
+                ..Grant::default()
+            })
     }
 
     /// The effective grants of `stage` (one of [`STAGES`]).
@@ -238,6 +255,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Policy, ConfigError> {
         sandbox: SandboxMode::Enforce,
         defaults: Grant::default(),
         stages: BTreeMap::new(),
+        plugins: BTreeMap::new(),
     };
     strict_entries(&top, |key, field| {
         match key {
@@ -255,6 +273,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Policy, ConfigError> {
                 }
             }
             "defaults" => policy.defaults = parse_grant(&field)?,
+            "plugins" => {
+                for (name, node) in field.entries()? {
+                    policy
+                        .plugins
+                        .insert(name.clone(), parse_grant(&field.key(name, node))?);
+                }
+            }
             "stages" => {
                 for (name, node) in field.entries()? {
                     let stage = field.key(name, node);
@@ -294,7 +319,9 @@ fn strict_entries<'a>(
     }
 }
 
-fn parse_grant(section: &Field<'_>) -> Result<Grant, ConfigError> {
+/// Parses a grant (`filesystem`, `network`, `env`, `limits`, `commands`); also used for the
+/// per-verifier `grants:` of pipeline.yml.
+pub fn parse_grant(section: &Field<'_>) -> Result<Grant, ConfigError> {
     let mut grant = Grant::default();
     strict_entries(section, |key, field| {
         match key {
@@ -402,6 +429,7 @@ fn parse_limits(field: &Field<'_>) -> Result<Limits, ConfigError> {
             "file_size_mb" => limits.file_size_mb = whole(&f)?,
             "open_files" => limits.open_files = whole(&f)?,
             "output_bytes" => limits.output_bytes = whole(&f)?,
+            "fuel" => limits.fuel = whole(&f)?,
             _ => return Ok(false),
         }
         Ok(true)

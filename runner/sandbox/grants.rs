@@ -261,3 +261,96 @@ pub fn command_env(
     }
     env
 }
+
+/// Where a named root appears inside a plugin.
+fn plugin_guest_path(grant: &PathGrant, host: &Path) -> Option<String> {
+    match grant {
+        PathGrant::Root(NamedRoot::Repo) => Some("/repo".into()),
+        PathGrant::Root(NamedRoot::Tmp) => Some("/tmp".into()),
+        PathGrant::Root(NamedRoot::Artifacts) => Some("/artifacts".into()),
+        // Plugins have no use for the OS or the toolchains.
+        PathGrant::Root(NamedRoot::System | NamedRoot::Toolchains) => None,
+        PathGrant::Path(_) => Some(host.display().to_string()),
+    }
+}
+
+/// Maps a plugin's grant (the policy's, plus any `grants:` from pipeline.yml) to what the
+/// wasm host enforces. A deny that falls inside a granted directory cannot be carved out of
+/// a WASI preopen, so it refuses the grant rather than silently allowing it.
+pub fn plugin_grants(
+    policy_grant: &policy::Grant,
+    extra: Option<&policy::Grant>,
+    paths: &RunPaths,
+    runner_env: &[(String, String)],
+) -> Result<crate::sandbox::wasm::PluginGrants, String> {
+    use crate::sandbox::wasm::{DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, DirGrant, PluginGrants};
+    let pick = |f: fn(&policy::Grant) -> &Vec<PathGrant>| -> Vec<PathGrant> {
+        let mut list = f(policy_grant).clone();
+        if let Some(e) = extra {
+            list.extend(f(e).iter().cloned());
+        }
+        list
+    };
+    let deny: Vec<PathBuf> = pick(|g| &g.deny)
+        .iter()
+        .flat_map(|g| expand(g, paths))
+        .collect();
+    let mut dirs: Vec<DirGrant> = Vec::new();
+    for (list, writable) in [(pick(|g| &g.read), false), (pick(|g| &g.write), true)] {
+        for grant in &list {
+            for host in expand(grant, paths) {
+                let Some(guest) = plugin_guest_path(grant, &host) else {
+                    continue;
+                };
+                if !host.is_dir() {
+                    continue;
+                }
+                if deny.iter().any(|d| host.starts_with(d)) {
+                    continue;
+                }
+                if let Some(d) = deny.iter().find(|d| d.starts_with(&host)) {
+                    return Err(format!(
+                        "cannot grant {} to a plugin: the denied {} is inside it",
+                        host.display(),
+                        d.display()
+                    ));
+                }
+                match dirs.iter_mut().find(|g| g.guest == guest) {
+                    Some(existing) => existing.writable |= writable,
+                    None => dirs.push(DirGrant {
+                        host,
+                        guest,
+                        writable,
+                    }),
+                }
+            }
+        }
+    }
+    let mut names = policy_grant.env.clone();
+    let mut network = match &policy_grant.network {
+        Some(Network::Hosts(h)) => h.clone(),
+        _ => Vec::new(),
+    };
+    let mut limits = policy_grant.limits.clone();
+    if let Some(e) = extra {
+        names.extend(e.env.iter().cloned());
+        if let Some(Network::Hosts(h)) = &e.network {
+            network.extend(h.iter().cloned());
+        }
+        if e.limits.fuel.is_some() {
+            limits.fuel = e.limits.fuel;
+        }
+        if e.limits.memory_mb.is_some() {
+            limits.memory_mb = e.limits.memory_mb;
+        }
+    }
+    Ok(PluginGrants {
+        dirs,
+        env: policy::filter_env(&names, runner_env.iter().cloned()),
+        http: network,
+        fuel: limits.fuel.unwrap_or(DEFAULT_FUEL),
+        memory_bytes: limits.memory_mb.map_or(DEFAULT_MEMORY_BYTES, |m| {
+            (m as usize).saturating_mul(1024 * 1024)
+        }),
+    })
+}

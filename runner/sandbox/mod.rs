@@ -13,6 +13,7 @@ pub mod grants;
 pub mod helper;
 mod process;
 pub mod proxy;
+pub mod wasm;
 
 use std::path::PathBuf;
 use std::time::Duration;

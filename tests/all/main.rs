@@ -5,4 +5,5 @@ mod support;
 mod actions;
 mod cli;
 mod hostile;
+mod plugins;
 mod verify;
