@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod artifacts;
 pub mod cli;
+pub mod edit;
 pub mod envfile;
 pub mod pipeline;
 pub mod plan;

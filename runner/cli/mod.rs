@@ -83,6 +83,9 @@ pub struct PluginRunArgs {
     /// The repository granted to the plugin (as /repo by default).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
+    /// Call `verify` this many times (after loading once) and report the mean time per call.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
     #[arg(long)]
     pub json: bool,
 }

@@ -66,10 +66,23 @@ fn run_once(args: &PluginRunArgs) -> anyhow::Result<u8> {
     };
     // A plugin that cannot be found or loaded is bad input, not a failed verification.
     ctx.plugin_host()?.check(&args.plugin)?;
-    let verdict = ctx.run_plugin(&spec)?;
+    let started = std::time::Instant::now();
+    let mut verdict = ctx.run_plugin(&spec)?;
+    for _ in 1..args.repeat.max(1) {
+        verdict = ctx.run_plugin(&spec)?;
+    }
+    let mean_call_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(args.repeat.max(1));
     if args.json {
-        println!("{}", serde_json::to_string(&verdict)?);
+        let mut value = serde_json::to_value(&verdict)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("calls".into(), json!(args.repeat.max(1)));
+            obj.insert("mean_call_us".into(), json!(mean_call_us));
+        }
+        println!("{value}");
     } else {
+        if args.repeat > 1 {
+            println!("{} calls, {mean_call_us:.1} µs per call", args.repeat);
+        }
         println!(
             "{}: {}",
             if verdict.passed { "PASSED" } else { "FAILED" },
