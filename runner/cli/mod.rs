@@ -198,6 +198,24 @@ pub struct RepoArgs {
     pub sandbox: Option<SandboxMode>,
 }
 
+impl RepoArgs {
+    /// The settings of a one-off command (`sandbox exec`, `plugin run`): no pipeline, no
+    /// `.env`, strict mode.
+    pub fn one_off(repo: PathBuf, policy: Option<PathBuf>, sandbox: Option<SandboxMode>) -> Self {
+        RepoArgs {
+            repo,
+            pipeline: None,
+            test_cmd: None,
+            artifacts_dir: None,
+            unattended: Unattended::Strict,
+            env_file: String::new(),
+            env_override: false,
+            policy,
+            sandbox,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]

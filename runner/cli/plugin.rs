@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::verify::resolve;
-use super::{PluginCommand, PluginRunArgs, RepoArgs, Unattended, exit};
+use super::{PluginCommand, PluginRunArgs, RepoArgs, exit};
 use crate::artifacts::ArtifactDir;
 use crate::pipeline::VerifierSpec;
 use crate::pipeline::verify::Verification;
@@ -45,17 +45,7 @@ fn config_json(text: &str) -> anyhow::Result<serde_json::Value> {
 
 fn run_once(args: &PluginRunArgs) -> anyhow::Result<u8> {
     let config = config_json(&args.config)?;
-    let repo_args = RepoArgs {
-        repo: args.repo.clone(),
-        pipeline: None,
-        test_cmd: None,
-        artifacts_dir: None,
-        unattended: Unattended::Strict,
-        env_file: String::new(),
-        env_override: false,
-        policy: args.policy.clone(),
-        sandbox: None,
-    };
+    let repo_args = RepoArgs::one_off(args.repo.clone(), args.policy.clone(), None);
     let resolved = resolve(&repo_args, false)?;
     let out = ArtifactDir::create(resolved.private_dir.path().join("artifacts"))?;
     let ctx = Verification::new(&resolved.repo, None, &resolved.settings, &out);

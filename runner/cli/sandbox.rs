@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::verify::resolve;
-use super::{RepoArgs, SandboxExecArgs, Unattended, exit};
+use super::{RepoArgs, SandboxExecArgs, exit};
 use crate::artifacts::ArtifactDir;
 use crate::pipeline::Stage;
 use crate::pipeline::verify::Verification;
@@ -17,17 +17,7 @@ pub fn exec(args: &SandboxExecArgs) -> anyhow::Result<u8> {
             policy::STAGES.join(", ")
         );
     }
-    let repo_args = RepoArgs {
-        repo: args.repo.clone(),
-        pipeline: None,
-        test_cmd: None,
-        artifacts_dir: None,
-        unattended: Unattended::Strict,
-        env_file: String::new(),
-        env_override: false,
-        policy: args.policy.clone(),
-        sandbox: args.sandbox,
-    };
+    let repo_args = RepoArgs::one_off(args.repo.clone(), args.policy.clone(), args.sandbox);
     let resolved = resolve(&repo_args, false)?;
     let out = ArtifactDir::create(resolved.private_dir.path().join("artifacts"))?;
     let ctx = Verification::new(&resolved.repo, None, &resolved.settings, &out);

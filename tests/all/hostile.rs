@@ -2,7 +2,6 @@
 //! fixture's legitimate tests under the same policy: the attempt must fail AND the legitimate
 //! work must succeed.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -209,24 +208,6 @@ fn network_none_blocks_tcp_udp_and_dns_to_the_host() {
     );
     let (run, line) = h.attack("dns localhost.localdomain.example", None, &[]);
     assert_blocked_and_legit_ok(&run, &line);
-}
-
-/// A one-shot HTTP server on loopback answering `body` to every request.
-fn http_server(body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
 }
 
 #[test]
