@@ -81,6 +81,32 @@ impl ArtifactDir {
     }
 }
 
+impl ArtifactDir {
+    /// Appends one JSON line to a log (`O_APPEND`, one `write` per line, then `fsync`), so a
+    /// killed run leaves every earlier line whole; a reader skips a torn last line.
+    pub fn append_json_line(
+        &self,
+        name: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<PathBuf, ArtifactError> {
+        let path = self.root.join(name);
+        let err = |source| ArtifactError {
+            path: path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(value).map_err(|e| err(e.into()))?;
+        line.push(b'\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
+        file.write_all(&line).map_err(err)?;
+        file.sync_data().map_err(err)?;
+        Ok(path)
+    }
+}
+
 /// A new run id: UTC time to the second plus the process id, sortable and unique per host.
 pub fn new_run_id() -> String {
     format!(

@@ -156,6 +156,84 @@ pub fn template(inputs: &TemplateInputs<'_>) -> String {
     )
 }
 
+/// How a step leaves Next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing<'a> {
+    /// Verified: `- [x]` in Done.
+    Done,
+    /// Out of fix attempts: `- [x] ... BLOCKED: ...` in Done and the reason under Notes.
+    Blocked { reason: &'a str },
+}
+
+/// Index range (heading line, end exclusive) of the section whose heading starts with `heading`.
+fn section_range(lines: &[String], heading: &str) -> Option<(usize, usize)> {
+    let start = lines.iter().position(|l| l.trim().starts_with(heading))?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.trim().starts_with("## "))
+        .map_or(lines.len(), |i| start + 1 + i);
+    Some((start, end))
+}
+
+/// Inserts `new` after the last non-blank line of the section (or right after its heading),
+/// creating the section at the end of the file when it is missing.
+fn append_to_section(lines: &mut Vec<String>, heading: &str, new: Vec<String>) {
+    match section_range(lines, heading) {
+        Some((start, end)) => {
+            let mut at = end;
+            while at > start + 1 && lines[at - 1].trim().is_empty() {
+                at -= 1;
+            }
+            for (i, line) in new.into_iter().enumerate() {
+                lines.insert(at + i, line);
+            }
+        }
+        None => {
+            if lines.last().is_some_and(|l| !l.trim().is_empty()) {
+                lines.push(String::new());
+            }
+            lines.push(heading.to_string());
+            lines.extend(new);
+        }
+    }
+}
+
+/// Moves step `id` out of Next into Done (checked) and promotes the first open Backlog step
+/// into Next. `None` when Next does not hold that step. Other lines are kept as written.
+pub fn close_step(text: &str, id: &str, how: Closing<'_>) -> Option<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let (next_start, next_end) = section_range(&lines, NEXT_HEADING)?;
+    let offset = lines[next_start + 1..next_end]
+        .iter()
+        .position(|l| parse_step_line(l).is_some_and(|s| s.id == id))?;
+    let removed = lines.remove(next_start + 1 + offset);
+    let step = parse_step_line(&removed)?;
+    if let Some((b_start, b_end)) = section_range(&lines, BACKLOG_HEADING)
+        && let Some(i) = lines[b_start + 1..b_end]
+            .iter()
+            .position(|l| parse_step_line(l).is_some_and(|s| !s.checked))
+    {
+        let promoted = lines.remove(b_start + 1 + i);
+        let trimmed = promoted.trim_start().to_string();
+        if let Some((n_start, _)) = section_range(&lines, NEXT_HEADING) {
+            lines.insert(n_start + 1, trimmed);
+        }
+    }
+    let done_line = match how {
+        Closing::Done => format!("- [x] (STEP_ID={}) {}", step.id, step.text),
+        Closing::Blocked { .. } => format!("- [x] (STEP_ID={}) BLOCKED: {}", step.id, step.text),
+    };
+    append_to_section(&mut lines, DONE_HEADING, vec![done_line]);
+    if let Closing::Blocked { reason } = how {
+        let mut note = vec![format!("- STEP_ID={} blocked:", step.id)];
+        note.extend(reason.lines().map(|l| format!("    {l}")));
+        append_to_section(&mut lines, "## Notes", note);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,4 +336,36 @@ mod tests {
             assert!(text.contains(heading), "{heading}");
         }
     }
+
+    #[test]
+    fn closing_a_step_promotes_one_backlog_item() {
+        let closed = close_step(GOOD, "002", Closing::Done).unwrap_or_default();
+        let plan = parse(&closed);
+        assert!(plan.is_valid(), "{:?}\n{closed}", plan.errors);
+        assert_eq!(plan.next.as_ref().map(|s| s.id.clone()), Some("003".into()));
+        assert_eq!(plan.backlog_open_count(), 0);
+        assert!(plan.done.iter().any(|s| s.id == "002" && s.checked));
+        assert_eq!(close_step(GOOD, "009", Closing::Done), None);
+    }
+
+    #[test]
+    fn blocking_a_step_records_the_reason() {
+        let closed = close_step(
+            GOOD,
+            "002",
+            Closing::Blocked {
+                reason: "tests failed\nAssertionError",
+            },
+        )
+        .unwrap_or_default();
+        let plan = parse(&closed);
+        assert!(plan.is_valid(), "{:?}", plan.errors);
+        assert!(
+            plan.done
+                .iter()
+                .any(|s| s.id == "002" && s.text.starts_with("BLOCKED: "))
+        );
+        assert!(closed.contains("## Notes\n- STEP_ID=002 blocked:\n    tests failed\n    AssertionError"));
+    }
+
 }

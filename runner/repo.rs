@@ -28,6 +28,14 @@ pub enum RepoError {
     NotADirectory(String),
     #[error("`{0}` is protected")]
     Protected(String),
+    #[error("cannot clone `{url}` into {dest}: {reason}")]
+    Clone {
+        url: String,
+        dest: PathBuf,
+        reason: String,
+    },
+    #[error("`{0}` is neither an existing directory, a git URL nor `owner/name`")]
+    UnknownSource(String),
     #[error("`{path}`: {source}")]
     Io {
         path: String,
@@ -261,6 +269,81 @@ impl Repo {
     }
 }
 
+/// Where `--repo` clones go when `--clone-dir` is not given.
+pub fn default_clone_dir() -> PathBuf {
+    std::env::temp_dir().join("fsm_runner_targets")
+}
+
+/// Turns `--repo` into a local directory: an existing path as is; a git URL (`scheme://...`,
+/// `git@host:...`, `*.git`) or `owner/name` (GitHub) shallow-cloned into `clone_dir/<name>`.
+/// An existing clone there is reused, so a resumed run finds its state. Returns the
+/// directory and whether it was cloned now.
+pub fn locate(spec: &str, clone_dir: &Path) -> Result<(PathBuf, bool), RepoError> {
+    let as_path = Path::new(spec);
+    if as_path.is_dir() {
+        return Ok((as_path.to_path_buf(), false));
+    }
+    let url = if spec.contains("://") || spec.starts_with("git@") || spec.ends_with(".git") {
+        spec.to_string()
+    } else if is_owner_name(spec) {
+        format!("https://github.com/{spec}.git")
+    } else {
+        return Err(RepoError::UnknownSource(spec.to_string()));
+    };
+    let name = url
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("repo")
+        .trim_end_matches(".git")
+        .to_string();
+    let name = if name.is_empty() || name == "." || name == ".." {
+        "repo".to_string()
+    } else {
+        name
+    };
+    let dest = clone_dir.join(name);
+    if dest.join(".git").is_dir() {
+        return Ok((dest, false));
+    }
+    let clone_err = |reason: String| RepoError::Clone {
+        url: url.clone(),
+        dest: dest.clone(),
+        reason,
+    };
+    std::fs::create_dir_all(clone_dir).map_err(|e| clone_err(e.to_string()))?;
+    let shallow = clone(&url, &dest, Some(1));
+    if let Err(first) = shallow {
+        // Transports without shallow support (the local one, some servers) get a full clone.
+        let _ = std::fs::remove_dir_all(&dest);
+        clone(&url, &dest, None)
+            .map_err(|e| clone_err(format!("{e} (shallow clone: {first})")))?;
+    }
+    Ok((dest, true))
+}
+
+fn clone(url: &str, dest: &Path, depth: Option<i32>) -> Result<git2::Repository, git2::Error> {
+    let mut fetch = git2::FetchOptions::new();
+    if let Some(depth) = depth {
+        fetch.depth(depth);
+    }
+    git2::build::RepoBuilder::new()
+        .fetch_options(fetch)
+        .clone(url, dest)
+}
+
+fn is_owner_name(spec: &str) -> bool {
+    let ok = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(spec.split_once('/'), Some((owner, name)) if ok(owner) && ok(name) && !name.contains('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +456,24 @@ mod tests {
             repo.read_untrusted("fifo", 10),
             Err(RepoError::NotAFile(_))
         ));
+    }
+
+    #[test]
+    fn repo_specs() {
+        assert!(is_owner_name("evalplus/evalplus"));
+        assert!(!is_owner_name("a/b/c"));
+        assert!(!is_owner_name("../x"));
+        let tmp = match tempfile::tempdir() {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(matches!(
+            locate("no such thing", tmp.path()),
+            Err(RepoError::UnknownSource(_))
+        ));
+        match locate(&tmp.path().display().to_string(), tmp.path()) {
+            Ok((path, cloned)) => assert!(path.is_dir() && !cloned),
+            Err(e) => panic!("{e}"),
+        }
     }
 }

@@ -5,9 +5,11 @@
 //! would need; each subcommand resolves its settings and hands over.
 
 mod actions;
+mod demo;
 mod doctor;
 mod plugin;
 mod policy;
+mod run;
 mod sandbox;
 mod verify;
 
@@ -40,6 +42,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Drive a model through plan → execute → verify on a repository until the plan is done.
+    Run(RunArgs),
+    /// The whole loop on a bundled example repo with a real bug, against a bundled SCRIPTED
+    /// model (canned replies, no API key): see what a run looks like.
+    Demo(DemoArgs),
+    /// Serve a script of canned chat-completion replies on loopback (an OpenAI-compatible
+    /// stand-in for demos, tests and benchmarks; it is not a model).
+    ScriptedModel(ScriptedModelArgs),
     /// Run a repository's verification contract (pipeline.yml) once, without a model.
     Verify(VerifyArgs),
     /// Work with `.aider_fsm/actions.yml` files.
@@ -56,6 +66,77 @@ pub enum Command {
     /// Verifier plugins (WASI components): list, inspect, run.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Where `--repo` URLs and `owner/name` are cloned (default: fsm_runner_targets in the temp dir).
+    #[arg(long)]
+    pub clone_dir: Option<PathBuf>,
+    /// The goal, written into a new plan.
+    #[arg(long)]
+    pub goal: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A file whose text is appended to every snapshot (repeatable).
+    #[arg(long = "seed", value_name = "FILE")]
+    pub seeds: Vec<PathBuf>,
+    /// End the run (exit 1) after this many iterations.
+    #[arg(long, default_value_t = 200)]
+    pub max_iters: u32,
+    /// Fix attempts per step before it is marked blocked.
+    #[arg(long, default_value_t = 10)]
+    pub max_fix: u32,
+    /// The plan file, relative to the repo.
+    #[arg(long, default_value = "PLAN.md")]
+    pub plan_path: String,
+    /// Verify once and stop (same as `fsm-runner verify`).
+    #[arg(long)]
+    pub preflight_only: bool,
+    /// With --preflight-only: print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the model is reached; the endpoint and key come from the environment.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// The model name sent to the OpenAI-compatible endpoint (OPENAI_API_BASE, key OPENAI_API_KEY).
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub model: String,
+    /// Seconds one request may take.
+    #[arg(long, default_value_t = 300.0)]
+    pub request_timeout: f64,
+    /// Retries on 429, 5xx and connection errors.
+    #[arg(long, default_value_t = 4)]
+    pub max_retries: u32,
+    /// The first retry's wait in milliseconds (doubling; a server's Retry-After wins).
+    #[arg(long, default_value_t = 1000)]
+    pub retry_backoff_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo repo is created (must not exist or be empty; default: a new temp folder, kept).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// `off` runs the demo's tests without kernel confinement.
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxMode>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScriptedModelArgs {
+    /// The script: YAML or JSON with `replies:` (each `content:`, or `status:` + `body:`).
+    #[arg(long)]
+    pub script: PathBuf,
+    /// The loopback port (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +318,9 @@ pub fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::ScriptedModel(args) => demo::serve_script(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Actions(ActionsCommand::Run(args)) => actions::run(&args),
         Command::Policy(cmd) => policy::run(&cmd),

@@ -1,0 +1,261 @@
+//! The backstop after every phase: whatever changed outside the phase's allowed set (by a
+//! command, say, or anything the edit rules missed) is put back and reported.
+//!
+//! Owns: snapshots of the work tree as git tree objects (git2, respecting .gitignore) and
+//! of the protected files by content (so the guard works without git), and restoring from
+//! them. Must not: decide what a phase may change (callers pass that in), or touch the
+//! repository's index, HEAD or refs: snapshots only add objects to its object store.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::repo::{Protected, Repo, RepoError};
+
+/// Protected files larger than this are compared but cannot be restored from memory.
+const WATCH_CAP: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("git snapshot of {path}: {source}")]
+    Git { path: PathBuf, source: git2::Error },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// The state of the tree before a phase.
+pub struct Snapshot {
+    tree: Option<git2::Oid>,
+    watched: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+/// One path put back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Restored {
+    pub path: PathBuf,
+    /// `restored` (content put back) or `removed` (the file did not exist before).
+    pub action: &'static str,
+    /// `git` or `hash`.
+    pub by: &'static str,
+}
+
+pub struct Guard<'r> {
+    repo: &'r Repo,
+    git: Option<git2::Repository>,
+    /// Files checked by content, relative to the root.
+    watched: Vec<PathBuf>,
+}
+
+impl<'r> Guard<'r> {
+    /// `watched`: files checked by content whether or not git is there (the plan, the
+    /// pipeline, the policy). `.git/config` and `.git/HEAD` are added when the repo has git.
+    pub fn new(repo: &'r Repo, watched: &[PathBuf]) -> Self {
+        // Only the repo's own .git: never search upwards into an enclosing repository.
+        let git = git2::Repository::open_ext(
+            repo.root(),
+            git2::RepositoryOpenFlags::NO_SEARCH,
+            std::iter::empty::<&std::ffi::OsStr>(),
+        )
+        .ok()
+        .filter(|g| !g.is_bare())
+        // The repo's config may name another work tree; the guard only ever looks at this one.
+        .and_then(|g| g.set_workdir(repo.root(), false).ok().map(|()| g));
+        let mut all: Vec<PathBuf> = watched.to_vec();
+        if git.is_some() {
+            all.push(PathBuf::from(".git/config"));
+            all.push(PathBuf::from(".git/HEAD"));
+        }
+        Guard {
+            repo,
+            git,
+            watched: all,
+        }
+    }
+
+    pub fn has_git(&self) -> bool {
+        self.git.is_some()
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot, GuardError> {
+        let tree = match &self.git {
+            Some(git) => Some(self.work_tree(git)?),
+            None => None,
+        };
+        let watched = self
+            .watched
+            .iter()
+            .map(|rel| {
+                let content = self
+                    .repo
+                    .read_untrusted(&rel.to_string_lossy(), WATCH_CAP)
+                    .ok()
+                    .map(|(bytes, _)| bytes);
+                (rel.clone(), content)
+            })
+            .collect();
+        Ok(Snapshot { tree, watched })
+    }
+
+    /// The work tree (tracked and untracked, not ignored) as a tree object.
+    fn work_tree(&self, git: &git2::Repository) -> Result<git2::Oid, GuardError> {
+        let err = |source| GuardError::Git {
+            path: self.repo.root().to_path_buf(),
+            source,
+        };
+        let mut index = git.index().map_err(err)?;
+        index.read(true).map_err(err)?;
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .map_err(err)?;
+        index.update_all(["*"], None).map_err(err)?;
+        let tree = index.write_tree().map_err(err)?;
+        // Leave the in-memory index as the file on disk says: the snapshot is not staging.
+        index.read(true).map_err(err)?;
+        Ok(tree)
+    }
+
+    /// Changed files and a diff stat against HEAD, for the snapshot the model sees.
+    pub fn status_report(&self, max_lines: usize) -> String {
+        let Some(git) = &self.git else {
+            return "(not a git repository: changes are guarded by content hashes only)".into();
+        };
+        let mut out = String::new();
+        if let Ok(head) = git.head()
+            && let Ok(commit) = head.peel_to_commit()
+        {
+            let id = commit.id().to_string();
+            out.push_str(&format!(
+                "HEAD {} {}\n",
+                &id[..id.len().min(10)],
+                commit.summary().unwrap_or_default()
+            ));
+        }
+        let mut options = git2::StatusOptions::new();
+        options.include_untracked(true).recurse_untracked_dirs(false);
+        let Ok(statuses) = git.statuses(Some(&mut options)) else {
+            return out;
+        };
+        let mut lines = Vec::new();
+        for entry in statuses.iter() {
+            let status = entry.status();
+            let code = if status.is_wt_new() || status.is_index_new() {
+                "??"
+            } else if status.is_wt_deleted() || status.is_index_deleted() {
+                " D"
+            } else {
+                " M"
+            };
+            if let Some(path) = entry.path() {
+                lines.push(format!("{code} {path}"));
+            }
+        }
+        if lines.is_empty() {
+            out.push_str("working tree clean\n");
+        } else {
+            let total = lines.len();
+            for line in lines.into_iter().take(max_lines) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            if total > max_lines {
+                out.push_str(&format!("... and {} more\n", total - max_lines));
+            }
+        }
+        out
+    }
+
+    /// Puts back every change since `before` whose path `allowed` rejects.
+    pub fn restore_outside(
+        &self,
+        before: &Snapshot,
+        allowed: &dyn Fn(&Path) -> bool,
+    ) -> Result<Vec<Restored>, GuardError> {
+        let mut restored = Vec::new();
+        if let (Some(git), Some(old)) = (&self.git, before.tree) {
+            let new = self.work_tree(git)?;
+            if new != old {
+                self.restore_from_git(git, old, new, allowed, &mut restored)?;
+            }
+        }
+        for (rel, content) in &before.watched {
+            if allowed(rel) {
+                continue;
+            }
+            let name = rel.to_string_lossy();
+            let now = self.repo.read_untrusted(&name, WATCH_CAP).ok().map(|(b, _)| b);
+            if &now == content {
+                continue;
+            }
+            match content {
+                Some(bytes) => {
+                    self.repo.write_file(&name, bytes, &Protected::default())?;
+                    restored.push(Restored {
+                        path: rel.clone(),
+                        action: "restored",
+                        by: "hash",
+                    });
+                }
+                None => {
+                    let _ = self.repo.dir().remove_file(rel);
+                    restored.push(Restored {
+                        path: rel.clone(),
+                        action: "removed",
+                        by: "hash",
+                    });
+                }
+            }
+        }
+        Ok(restored)
+    }
+
+    fn restore_from_git(
+        &self,
+        git: &git2::Repository,
+        old: git2::Oid,
+        new: git2::Oid,
+        allowed: &dyn Fn(&Path) -> bool,
+        restored: &mut Vec<Restored>,
+    ) -> Result<(), GuardError> {
+        let err = |source| GuardError::Git {
+            path: self.repo.root().to_path_buf(),
+            source,
+        };
+        let old_tree = git.find_tree(old).map_err(err)?;
+        let new_tree = git.find_tree(new).map_err(err)?;
+        let diff = git
+            .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
+            .map_err(err)?;
+        for delta in diff.deltas() {
+            let Some(rel) = delta
+                .new_file()
+                .path()
+                .or_else(|| delta.old_file().path())
+                .map(Path::to_path_buf)
+            else {
+                continue;
+            };
+            if allowed(&rel) || self.watched.contains(&rel) {
+                continue;
+            }
+            let name = rel.to_string_lossy().to_string();
+            if delta.status() == git2::Delta::Added {
+                let _ = self.repo.dir().remove_file(&rel);
+                restored.push(Restored {
+                    path: rel,
+                    action: "removed",
+                    by: "git",
+                });
+                continue;
+            }
+            let blob = git.find_blob(delta.old_file().id()).map_err(err)?;
+            self.repo
+                .write_file(&name, blob.content(), &Protected::default())?;
+            restored.push(Restored {
+                path: rel,
+                action: "restored",
+                by: "git",
+            });
+        }
+        Ok(())
+    }
+}
