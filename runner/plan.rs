@@ -365,7 +365,9 @@ mod tests {
                 .iter()
                 .any(|s| s.id == "002" && s.text.starts_with("BLOCKED: "))
         );
-        assert!(closed.contains("## Notes\n- STEP_ID=002 blocked:\n    tests failed\n    AssertionError"));
+        assert!(
+            closed
+                .contains("## Notes\n- STEP_ID=002 blocked:\n    tests failed\n    AssertionError")
+        );
     }
-
 }

@@ -237,6 +237,29 @@ impl Repo {
         Ok(real)
     }
 
+    /// Tools that cache by modification time in whole seconds (make, Python's `.pyc` checks
+    /// mtime + size) would miss a same-size rewrite within the second of the last one, so the
+    /// new file's mtime is set at least one second past the old file's.
+    fn keep_mtime_moving(&self, old: &Path, new: &Path) {
+        let Ok(previous) = self.dir.metadata(old).and_then(|m| m.modified()) else {
+            return;
+        };
+        let previous = previous.into_std();
+        let now = std::time::SystemTime::now();
+        let whole_secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default()
+        };
+        if whole_secs(now) > whole_secs(previous) {
+            return;
+        }
+        let bumped = previous + std::time::Duration::from_secs(1);
+        if let Ok(file) = self.dir.open(new) {
+            let _ = file.into_std().set_modified(bumped);
+        }
+    }
+
     /// Writes a file atomically inside the repo, creating parent directories. Refuses paths
     /// that lead out, that are protected, or whose final component is a directory.
     pub fn write_file(
@@ -261,6 +284,7 @@ impl Repo {
             std::process::id()
         ));
         self.dir.write(&tmp, content).map_err(io)?;
+        self.keep_mtime_moving(&real, &tmp);
         if let Err(e) = self.dir.rename(&tmp, &self.dir, &real) {
             let _ = self.dir.remove_file(&tmp);
             return Err(io(e));
@@ -316,8 +340,7 @@ pub fn locate(spec: &str, clone_dir: &Path) -> Result<(PathBuf, bool), RepoError
     if let Err(first) = shallow {
         // Transports without shallow support (the local one, some servers) get a full clone.
         let _ = std::fs::remove_dir_all(&dest);
-        clone(&url, &dest, None)
-            .map_err(|e| clone_err(format!("{e} (shallow clone: {first})")))?;
+        clone(&url, &dest, None).map_err(|e| clone_err(format!("{e} (shallow clone: {first})")))?;
     }
     Ok((dest, true))
 }

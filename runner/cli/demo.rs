@@ -26,7 +26,10 @@ const DEMO_FILES: &[(&str, &str)] = &[
         "pipeline.yml",
         include_str!("../../examples/demo-bug/pipeline.yml"),
     ),
-    ("README.md", include_str!("../../examples/demo-bug/README.md")),
+    (
+        "README.md",
+        include_str!("../../examples/demo-bug/README.md"),
+    ),
 ];
 const DEMO_SCRIPT: &str = include_str!("../../examples/demo-bug.model.yml");
 const DEMO_GOAL: &str =
@@ -37,11 +40,18 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     create_demo_repo(&dir)?;
     let script: Script =
         serde_yaml::from_str(DEMO_SCRIPT).context("the bundled demo script does not parse")?;
-    let server = ScriptedServer::start(script.clone()).context("cannot start the scripted server")?;
+    let server =
+        ScriptedServer::start(script.clone()).context("cannot start the scripted server")?;
     println!("================================================================");
     println!(" {}", script.label);
-    println!(" served at {}/v1 — no API key, no network, no real model.", server.base_url());
-    println!(" repo: {} (a fresh copy of examples/demo-bug)", dir.display());
+    println!(
+        " served at {}/v1 — no API key, no network, no real model.",
+        server.base_url()
+    );
+    println!(
+        " repo: {} (a fresh copy of examples/demo-bug)",
+        dir.display()
+    );
     println!("================================================================");
     let mut repo_args = RepoArgs::one_off(dir.clone(), args.policy.clone(), args.sandbox);
     repo_args.pipeline = Some(dir.join("pipeline.yml"));
@@ -63,7 +73,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         backoff: Duration::from_millis(100),
     };
     let code = run::drive(&resolved, config, &settings)?;
-    println!("\n{} scripted replies served. The plan now reads:\n", server.served());
+    println!(
+        "\n{} scripted replies served. The plan now reads:\n",
+        server.served()
+    );
     let plan = std::fs::read_to_string(dir.join("PLAN.md")).unwrap_or_default();
     println!("{}", plan.trim_end());
     println!(
@@ -82,7 +95,10 @@ fn demo_dir(requested: Option<&Path>) -> anyhow::Result<PathBuf> {
                     .next()
                     .is_some()
             {
-                bail!("--dir {} is not empty; the demo needs a fresh folder", dir.display());
+                bail!(
+                    "--dir {} is not empty; the demo needs a fresh folder",
+                    dir.display()
+                );
             }
             std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
             Ok(dir.to_path_buf())

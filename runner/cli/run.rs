@@ -57,7 +57,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         seeds: read_seeds(&args.seeds)?,
         progress: true,
     };
-    drive(&resolved, client_config(&args.model, api_base, api_key)?, &settings)
+    drive(
+        &resolved,
+        client_config(&args.model, api_base, api_key)?,
+        &settings,
+    )
 }
 
 pub fn client_config(

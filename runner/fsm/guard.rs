@@ -131,7 +131,9 @@ impl<'r> Guard<'r> {
             ));
         }
         let mut options = git2::StatusOptions::new();
-        options.include_untracked(true).recurse_untracked_dirs(false);
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(false);
         let Ok(statuses) = git.statuses(Some(&mut options)) else {
             return out;
         };
@@ -182,7 +184,11 @@ impl<'r> Guard<'r> {
                 continue;
             }
             let name = rel.to_string_lossy();
-            let now = self.repo.read_untrusted(&name, WATCH_CAP).ok().map(|(b, _)| b);
+            let now = self
+                .repo
+                .read_untrusted(&name, WATCH_CAP)
+                .ok()
+                .map(|(b, _)| b);
             if &now == content {
                 continue;
             }

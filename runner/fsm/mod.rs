@@ -41,7 +41,7 @@ const PROMPT_FILE_CAP: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
-    #[error("the model could not be reached: {0}")]
+    #[error("the model could not be reached")]
     Llm(#[from] LlmError),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
@@ -49,9 +49,9 @@ pub enum LoopError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Guard(#[from] GuardError),
-    #[error("verification could not run: {0}")]
+    #[error("verification could not run")]
     Verify(#[from] VerifyError),
-    #[error("actions could not run: {0}")]
+    #[error("actions could not run")]
     Actions(#[from] ActionsError),
 }
 
@@ -184,7 +184,10 @@ impl<'a> Loop<'a> {
             resumed,
         };
         if let Some(reason) = corrupt {
-            this.event("state_corrupt", json!({ "reason": reason, "action": "defaults" }))?;
+            this.event(
+                "state_corrupt",
+                json!({ "reason": reason, "action": "defaults" }),
+            )?;
         }
         if resumed {
             this.say(&format!(
@@ -194,7 +197,10 @@ impl<'a> Loop<'a> {
             ));
             this.event("resumed", json!({}))?;
         } else {
-            this.event("run_start", json!({ "model": client.model(), "url": client.url() }))?;
+            this.event(
+                "run_start",
+                json!({ "model": client.model(), "url": client.url() }),
+            )?;
         }
         Ok(this)
     }
@@ -295,8 +301,7 @@ impl<'a> Loop<'a> {
             "fsm_state": self.state.fsm_state.as_str(),
             "event": name,
         });
-        if let (Some(record), serde_json::Value::Object(extra)) = (record.as_object_mut(), fields)
-        {
+        if let (Some(record), serde_json::Value::Object(extra)) = (record.as_object_mut(), fields) {
             record.extend(extra);
         }
         self.logs
@@ -354,9 +359,11 @@ impl<'a> Loop<'a> {
                 .map(|(bytes, _)| String::from_utf8_lossy(&bytes).into_owned())
         };
         let pipeline_rel = self.pipeline.and_then(|p| {
-            std::fs::canonicalize(&p.source)
-                .ok()
-                .and_then(|real| real.strip_prefix(self.repo.root()).ok().map(Path::to_path_buf))
+            std::fs::canonicalize(&p.source).ok().and_then(|real| {
+                real.strip_prefix(self.repo.root())
+                    .ok()
+                    .map(Path::to_path_buf)
+            })
         });
         let pipeline_text = self
             .pipeline
@@ -408,7 +415,12 @@ impl<'a> Loop<'a> {
     /// One call, recorded in the iteration's `model/` folder and in the run log.
     fn ask(&self, phase: Phase, messages: &[Message], attempt: u32) -> Result<String, LoopError> {
         let dir = self.iter_dir()?.subdir("model")?;
-        let seq = std::fs::read_dir(dir.path()).map_or(0, |d| d.count() / 2) + 1;
+        // Numbered by requests, so a call repeated after a resume gets its own files.
+        let seq = std::fs::read_dir(dir.path()).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with("_request.json"))
+                .count()
+        }) + 1;
         let stem = format!("{seq:02}_{}_try{attempt}", phase.as_str().to_lowercase());
         dir.write_json(&format!("{stem}_request.json"), &messages)?;
         let reply = match self.client.chat(messages) {
@@ -444,10 +456,19 @@ impl<'a> Loop<'a> {
         Ok(reply.content)
     }
 
-    fn edit_event(&self, phase: Phase, attempt: u32, result: Result<&[PathBuf], &str>) -> Result<(), LoopError> {
+    fn edit_event(
+        &self,
+        phase: Phase,
+        attempt: u32,
+        result: Result<&[PathBuf], &str>,
+    ) -> Result<(), LoopError> {
         let fields = match result {
-            Ok(files) => json!({ "phase": phase.as_str(), "attempt": attempt, "applied": true, "files": files }),
-            Err(reason) => json!({ "phase": phase.as_str(), "attempt": attempt, "applied": false, "reason": reason }),
+            Ok(files) => {
+                json!({ "phase": phase.as_str(), "attempt": attempt, "applied": true, "files": files })
+            }
+            Err(reason) => {
+                json!({ "phase": phase.as_str(), "attempt": attempt, "applied": false, "reason": reason })
+            }
         };
         self.event("edit", fields)
     }
@@ -466,8 +487,11 @@ impl<'a> Loop<'a> {
     }
 
     fn write_plan(&self, text: &str) -> Result<(), LoopError> {
-        self.repo
-            .write_file(&self.settings.plan_path, text.as_bytes(), &Protected::default())?;
+        self.repo.write_file(
+            &self.settings.plan_path,
+            text.as_bytes(),
+            &Protected::default(),
+        )?;
         Ok(())
     }
 
@@ -488,7 +512,10 @@ impl<'a> Loop<'a> {
                 r.path.display()
             ));
         }
-        self.event("backstop_restored", json!({ "phase": phase, "paths": restored }))
+        self.event(
+            "backstop_restored",
+            json!({ "phase": phase, "paths": restored }),
+        )
     }
 
     // ---- S2 ----
@@ -499,7 +526,11 @@ impl<'a> Loop<'a> {
         } else {
             None
         };
-        let user = prompt::plan_update(&self.snapshot_text(), &self.settings.plan_path, repair.as_ref());
+        let user = prompt::plan_update(
+            &self.snapshot_text(),
+            &self.settings.plan_path,
+            repair.as_ref(),
+        );
         let mut messages = vec![
             Message::system(prompt::system(Phase::PlanUpdate, &self.settings.plan_path)),
             Message::user(user),
@@ -537,7 +568,11 @@ impl<'a> Loop<'a> {
                     self.edit_event(Phase::PlanUpdate, attempt, Err(&reason))?;
                     self.say(&format!("plan reply refused: {reason}"));
                     messages.push(Message::assistant(reply));
-                    messages.push(Message::user(prompt::refused(&reason, attempt, PLAN_ATTEMPTS)));
+                    messages.push(Message::user(prompt::refused(
+                        &reason,
+                        attempt,
+                        PLAN_ATTEMPTS,
+                    )));
                     last_reason = reason;
                 }
             }
@@ -617,7 +652,11 @@ impl<'a> Loop<'a> {
                     self.say(&format!("{} reply refused: {reason}", phase.as_str()));
                     self.edit_event(phase, attempt, Err(&reason))?;
                     messages.push(Message::assistant(reply));
-                    messages.push(Message::user(prompt::refused(&reason, attempt, EDIT_ATTEMPTS)));
+                    messages.push(Message::user(prompt::refused(
+                        &reason,
+                        attempt,
+                        EDIT_ATTEMPTS,
+                    )));
                     reasons.push(reason);
                 }
             }
@@ -625,9 +664,9 @@ impl<'a> Loop<'a> {
         if applied {
             self.run_pending_actions()?;
         }
-        let restored = self
-            .guard
-            .restore_outside(&snapshot, &|rel| !protected.covers(rel) || self.runner_owned(rel))?;
+        let restored = self.guard.restore_outside(&snapshot, &|rel| {
+            !protected.covers(rel) || self.runner_owned(rel)
+        })?;
         self.log_restored("execute", &restored)?;
         if restored.iter().any(|r| protected.files.contains(&r.path)) {
             self.say("the plan or the pipeline changed during the step: restored; the iteration restarts");
@@ -667,9 +706,9 @@ impl<'a> Loop<'a> {
         let snapshot = self.guard.snapshot()?;
         let summary = Verification::new(self.repo, self.pipeline, self.verify, &out).run()?;
         let protected = self.protected.clone();
-        let restored = self
-            .guard
-            .restore_outside(&snapshot, &|rel| !protected.covers(rel) || self.runner_owned(rel))?;
+        let restored = self.guard.restore_outside(&snapshot, &|rel| {
+            !protected.covers(rel) || self.runner_owned(rel)
+        })?;
         self.log_restored("verify", &restored)?;
         self.state.last_test_rc = summary.tests_rc;
         self.state.last_deploy_setup_rc = summary.deploy_setup_rc;
@@ -726,7 +765,10 @@ impl<'a> Loop<'a> {
             self.state.last_verification = None;
         } else {
             self.state.fix_attempts.insert(step_id.clone(), fixes + 1);
-            self.event("fix_scheduled", json!({ "step": step_id, "fix_attempt": fixes + 1 }))?;
+            self.event(
+                "fix_scheduled",
+                json!({ "step": step_id, "fix_attempt": fixes + 1 }),
+            )?;
         }
         Ok(None)
     }
@@ -775,7 +817,11 @@ impl<'a> Loop<'a> {
                     self.write_plan(&before)?;
                     self.edit_event(Phase::MarkDone, attempt, Err(&reason))?;
                     messages.push(Message::assistant(reply));
-                    messages.push(Message::user(prompt::refused(&reason, attempt, MARK_DONE_ATTEMPTS)));
+                    messages.push(Message::user(prompt::refused(
+                        &reason,
+                        attempt,
+                        MARK_DONE_ATTEMPTS,
+                    )));
                 }
             }
         }
@@ -787,7 +833,12 @@ impl<'a> Loop<'a> {
         self.event("step_done", json!({ "step": step_id, "by": "runner" }))
     }
 
-    fn block_step(&mut self, step_id: &str, fixes: u32, failure: &LastVerification) -> Result<(), LoopError> {
+    fn block_step(
+        &mut self,
+        step_id: &str,
+        fixes: u32,
+        failure: &LastVerification,
+    ) -> Result<(), LoopError> {
         let tail: Vec<&str> = failure.failure_tail.lines().collect();
         let tail = tail[tail.len().saturating_sub(10)..].join("\n");
         let reason = format!(
@@ -795,18 +846,27 @@ impl<'a> Loop<'a> {
             failure.failed_stage.as_deref().unwrap_or("?")
         );
         let text = self.read_plan()?;
-        if let Some(blocked) = plan::close_step(&text, step_id, Closing::Blocked { reason: &reason }) {
+        if let Some(blocked) =
+            plan::close_step(&text, step_id, Closing::Blocked { reason: &reason })
+        {
             self.write_plan(&blocked)?;
         }
-        self.say(&format!("step {step_id} BLOCKED after {fixes} fix attempt(s)"));
-        self.event("step_blocked", json!({ "step": step_id, "fix_attempts": fixes, "reason": reason }))
+        self.say(&format!(
+            "step {step_id} BLOCKED after {fixes} fix attempt(s)"
+        ));
+        self.event(
+            "step_blocked",
+            json!({ "step": step_id, "fix_attempts": fixes, "reason": reason }),
+        )
     }
 }
 
 /// The tests command verification runs, for state.json and the plan template.
 fn verify_test_cmd(pipeline: Option<&Pipeline>, verify: &VerifySettings) -> String {
     match pipeline {
-        Some(p) => p.effective_test_cmds(verify.test_cmd.as_deref()).join(" && "),
+        Some(p) => p
+            .effective_test_cmds(verify.test_cmd.as_deref())
+            .join(" && "),
         None => verify
             .test_cmd
             .clone()
@@ -840,7 +900,10 @@ fn failure_tail(summary: &VerifySummary) -> String {
             }
             out.push('\n');
         }
-        for (label, path) in [("stdout", &stage.stdout_path), ("stderr", &stage.stderr_path)] {
+        for (label, path) in [
+            ("stdout", &stage.stdout_path),
+            ("stderr", &stage.stderr_path),
+        ] {
             let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else {
                 continue;
             };
@@ -854,7 +917,10 @@ fn failure_tail(summary: &VerifySummary) -> String {
         out.push_str(&format!("metrics: {error}\n"));
     }
     for verdict in summary.verifiers.iter().filter(|v| !v.passed) {
-        out.push_str(&format!("verifier {}: {}\n", verdict.plugin, verdict.summary));
+        out.push_str(&format!(
+            "verifier {}: {}\n",
+            verdict.plugin, verdict.summary
+        ));
         if let Some(error) = &verdict.error {
             out.push_str(&format!("  error: {error}\n"));
         }
@@ -864,7 +930,10 @@ fn failure_tail(summary: &VerifySummary) -> String {
                 (Some(p), None) => format!(" {p}"),
                 _ => String::new(),
             };
-            out.push_str(&format!("  [{}] {}{place}: {}\n", f.severity, f.rule, f.message));
+            out.push_str(&format!(
+                "  [{}] {}{place}: {}\n",
+                f.severity, f.rule, f.message
+            ));
         }
     }
     out

@@ -99,14 +99,27 @@ pub fn system(phase: Phase, plan_path: &str) -> String {
 
 pub fn snapshot(s: &Snapshot) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# Snapshot (iteration {} of at most {})\n", s.iteration, s.max_iters);
+    let _ = writeln!(
+        out,
+        "# Snapshot (iteration {} of at most {})\n",
+        s.iteration, s.max_iters
+    );
     if let Some(goal) = &s.goal {
         let _ = writeln!(out, "## Goal\n{goal}\n");
     }
     let _ = writeln!(out, "## Test command\n`{}`\n", s.test_cmd);
-    let _ = writeln!(out, "## {} (the plan)\n```markdown\n{}\n```\n", s.plan_path, s.plan.trim_end());
+    let _ = writeln!(
+        out,
+        "## {} (the plan)\n```markdown\n{}\n```\n",
+        s.plan_path,
+        s.plan.trim_end()
+    );
     if let (Some(path), Some(text)) = (&s.pipeline_path, &s.pipeline) {
-        let _ = writeln!(out, "## {path} (human-owned; read-only)\n```yaml\n{}\n```\n", text.trim_end());
+        let _ = writeln!(
+            out,
+            "## {path} (human-owned; read-only)\n```yaml\n{}\n```\n",
+            text.trim_end()
+        );
     }
     if let Some(actions) = &s.pending_actions {
         let _ = writeln!(
@@ -159,7 +172,14 @@ pub fn execute(snapshot: &str, step_id: &str, step_text: &str) -> String {
     )
 }
 
-pub fn fix(snapshot: &str, step_id: &str, step_text: &str, attempt: u32, max_fix: u32, failure: &Failure) -> String {
+pub fn fix(
+    snapshot: &str,
+    step_id: &str,
+    step_text: &str,
+    attempt: u32,
+    max_fix: u32,
+    failure: &Failure,
+) -> String {
     format!(
         "{snapshot}\n# Task: fix attempt {attempt} of {max_fix} for step (STEP_ID={step_id}) {step_text}\n\
          Verification FAILED at stage `{}` after this step's changes.\n\n{}\n\

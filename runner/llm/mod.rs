@@ -23,9 +23,7 @@ const BODY_EXCERPT: usize = 400;
 pub enum LlmError {
     #[error("cannot start the HTTP client: {0}")]
     Setup(String),
-    #[error(
-        "{url}: 401 Unauthorized: the server refused the API key (check OPENAI_API_KEY){body}"
-    )]
+    #[error("{url}: 401 Unauthorized: the server refused the API key (check OPENAI_API_KEY){body}")]
     Unauthorized { url: String, body: String },
     #[error(
         "{url}: 404 Not Found: unknown model `{model}` or wrong endpoint (check --model and OPENAI_API_BASE){body}"
@@ -165,7 +163,10 @@ pub struct ChatClient {
 /// What one attempt ended with, for the retry decision.
 enum Attempt {
     Done(Result<(String, Usage), LlmError>),
-    Retry { reason: String, wait: Option<Duration> },
+    Retry {
+        reason: String,
+        wait: Option<Duration>,
+    },
 }
 
 impl ChatClient {
@@ -222,7 +223,10 @@ impl ChatClient {
                 Attempt::Retry { reason, wait } => {
                     last = reason;
                     if attempt < attempts {
-                        let backoff = self.config.backoff.saturating_mul(1 << (attempt - 1).min(16));
+                        let backoff = self
+                            .config
+                            .backoff
+                            .saturating_mul(1 << (attempt - 1).min(16));
                         tokio::time::sleep(wait.unwrap_or(backoff).min(MAX_WAIT)).await;
                     }
                 }

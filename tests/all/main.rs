@@ -6,4 +6,5 @@ mod actions;
 mod cli;
 mod hostile;
 mod plugins;
+mod run;
 mod verify;
