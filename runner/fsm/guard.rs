@@ -23,6 +23,13 @@ pub enum GuardError {
     Repo(#[from] RepoError),
 }
 
+/// What a snapshot covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    WorkTree,
+    Protected,
+}
+
 /// The state of the tree before a phase.
 pub struct Snapshot {
     tree: Option<git2::Oid>,
@@ -76,10 +83,15 @@ impl<'r> Guard<'r> {
         self.git.is_some()
     }
 
-    pub fn snapshot(&self) -> Result<Snapshot, GuardError> {
-        let tree = match &self.git {
-            Some(git) => Some(self.work_tree(git)?),
-            None => None,
+    /// `Scope::WorkTree` for phases that may change only a few named paths (the plan phase):
+    /// the whole tree is snapshotted. `Scope::Protected` for phases that may change everything
+    /// but the protected paths (execute, verify): the protected files are kept by content, and
+    /// the other protected paths (`.git/`, `.aider_fsm/`) are not in a git tree anyway, so a
+    /// tree snapshot could find nothing more to restore.
+    pub fn snapshot(&self, scope: Scope) -> Result<Snapshot, GuardError> {
+        let tree = match (&self.git, scope) {
+            (Some(git), Scope::WorkTree) => Some(self.work_tree(git)?),
+            _ => None,
         };
         let watched = self
             .watched
@@ -263,5 +275,116 @@ impl<'r> Guard<'r> {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with_git() -> (tempfile::TempDir, Repo) {
+        let tmp = match tempfile::tempdir() {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = git2::Repository::init(tmp.path()) {
+            panic!("{e}");
+        }
+        for (name, text) in [
+            ("a.py", "print('a')\n"),
+            ("PLAN.md", "# PLAN\n"),
+            (".gitignore", "build/\n"),
+        ] {
+            if let Err(e) = std::fs::write(tmp.path().join(name), text) {
+                panic!("{e}");
+            }
+        }
+        let repo = match Repo::open(tmp.path()) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        (tmp, repo)
+    }
+
+    #[test]
+    fn changes_outside_the_allowed_set_are_put_back_from_the_git_snapshot() {
+        let (tmp, repo) = repo_with_git();
+        let guard = Guard::new(&repo, &[]);
+        assert!(guard.has_git());
+        let before = match guard.snapshot(Scope::WorkTree) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let write = |name: &str, text: &str| {
+            let path = tmp.path().join(name);
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if let Err(e) = std::fs::write(path, text) {
+                panic!("{e}");
+            }
+        };
+        write("a.py", "print('changed')\n");
+        write("new.py", "x = 1\n");
+        write("PLAN.md", "# PLAN\n- allowed change\n");
+        write("build/out.txt", "ignored by .gitignore\n");
+        let only_plan = |rel: &Path| rel == Path::new("PLAN.md");
+        let restored = match guard.restore_outside(&before, &only_plan) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).ok();
+        assert_eq!(read("a.py").as_deref(), Some("print('a')\n"));
+        assert_eq!(read("new.py"), None);
+        assert_eq!(read("PLAN.md").as_deref(), Some("# PLAN\n- allowed change\n"));
+        assert!(read("build/out.txt").is_some(), "ignored files are not the guard's");
+        let mut paths: Vec<_> = restored.iter().map(|r| (r.path.clone(), r.action)).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                (PathBuf::from("a.py"), "restored"),
+                (PathBuf::from("new.py"), "removed")
+            ]
+        );
+        // The snapshot staged nothing: the index on disk is still empty.
+        let git = match git2::Repository::open(tmp.path()) {
+            Ok(g) => g,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(git.index().map(|i| i.len()).unwrap_or(99), 0);
+    }
+
+    #[test]
+    fn without_git_watched_files_are_checked_by_content() {
+        let tmp = match tempfile::tempdir() {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = std::fs::write(tmp.path().join("pipeline.yml"), "version: 1\n") {
+            panic!("{e}");
+        }
+        let repo = match Repo::open(tmp.path()) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let guard = Guard::new(&repo, &[PathBuf::from("pipeline.yml")]);
+        assert!(!guard.has_git());
+        let before = match guard.snapshot(Scope::WorkTree) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = std::fs::write(tmp.path().join("pipeline.yml"), "tests: {cmds: [true]}\n") {
+            panic!("{e}");
+        }
+        let restored = match guard.restore_outside(&before, &|_| false) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(restored.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("pipeline.yml")).ok().as_deref(),
+            Some("version: 1\n")
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::verify::{Verification, VerifyError, VerifySettings, VerifySummary};
 use crate::plan::{self, Closing, ParsedPlan};
 use crate::repo::{Protected, Repo, RepoError};
-use guard::{Guard, GuardError, Restored};
+use guard::{Guard, GuardError, Restored, Scope};
 use prompt::{Failure, Phase};
 use state::{FsmState, LastVerification, Loaded, RunState};
 
@@ -539,7 +539,7 @@ impl<'a> Loop<'a> {
         let mut last_reason = String::new();
         for attempt in 1..=PLAN_ATTEMPTS {
             let before_plan = self.read_plan()?;
-            let snapshot = self.guard.snapshot()?;
+            let snapshot = self.guard.snapshot(Scope::WorkTree)?;
             let reply = self.ask(Phase::PlanUpdate, &messages, attempt)?;
             let verdict = match self.apply_reply(&reply, &rule) {
                 Err(reason) => Err(reason),
@@ -634,7 +634,7 @@ impl<'a> Loop<'a> {
             Message::system(prompt::system(phase, &self.settings.plan_path)),
             Message::user(user),
         ];
-        let snapshot = self.guard.snapshot()?;
+        let snapshot = self.guard.snapshot(Scope::Protected)?;
         let protected = self.protected.clone();
         let rule = PhaseRule::AllExcept(&protected);
         let mut reasons = Vec::new();
@@ -703,7 +703,7 @@ impl<'a> Loop<'a> {
 
     fn verify(&mut self) -> Result<(), LoopError> {
         let out = self.iter_dir()?;
-        let snapshot = self.guard.snapshot()?;
+        let snapshot = self.guard.snapshot(Scope::Protected)?;
         let summary = Verification::new(self.repo, self.pipeline, self.verify, &out).run()?;
         let protected = self.protected.clone();
         let restored = self.guard.restore_outside(&snapshot, &|rel| {

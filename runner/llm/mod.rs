@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
 /// Retry waits never exceed this, whatever a server's `Retry-After` says.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// A reply body larger than this is refused, not buffered: a hostile or broken server cannot
+/// make the runner hold gigabytes.
+const MAX_REPLY_BYTES: usize = 32 << 20;
 /// How much of an error body is quoted in a message.
 const BODY_EXCERPT: usize = 400;
 
@@ -264,8 +267,15 @@ impl ChatClient {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
-        let body = match response.bytes().await {
-            Ok(b) => b,
+        let body = match read_capped(response).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Attempt::Done(Err(LlmError::Malformed {
+                    url: self.url.clone(),
+                    reason: format!("the reply is larger than {MAX_REPLY_BYTES} bytes"),
+                    body: String::new(),
+                }));
+            }
             Err(e) => {
                 return Attempt::Retry {
                     reason: describe_transport(&e),
@@ -296,6 +306,18 @@ impl ChatClient {
             })),
         }
     }
+}
+
+/// The body, or `None` when it exceeds [`MAX_REPLY_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 fn parse_completion(url: &str, body: &[u8]) -> Result<(String, Usage), LlmError> {

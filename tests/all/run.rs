@@ -753,3 +753,64 @@ fn the_demo_runs_the_loop_to_done_against_the_bundled_scripted_model() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.status.code(), Some(2));
 }
+
+#[test]
+fn a_git_daemon_url_is_cloned_shallow() {
+    let source = calc_repo();
+    source.write("second.txt", "a second commit\n");
+    source.commit_all();
+    let served = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let status = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(source.path())
+        .arg(served.path().join("calc.git"))
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success());
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut daemon = Command::new("git")
+        .arg("daemon")
+        .arg("--reuseaddr")
+        .arg("--export-all")
+        .arg("--listen=127.0.0.1")
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", served.path().display()))
+        .arg(served.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("git daemon: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "git daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let clones = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = source.run(&[
+        "run",
+        "--repo",
+        &format!("git://127.0.0.1:{port}/calc.git"),
+        "--clone-dir",
+        &clones.path().display().to_string(),
+        "--pipeline",
+        "pipeline.yml",
+        "--env-file",
+        "",
+        "--preflight-only",
+    ]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    run.expect_code(3);
+    let cloned = clones.path().join("calc");
+    assert!(cloned.join("second.txt").is_file(), "{}", run.stderr);
+    // Depth 1: the clone knows only the newest commit.
+    assert!(cloned.join(".git/shallow").is_file(), "not a shallow clone");
+    let count = Command::new("git")
+        .args(["rev-list", "--count", "HEAD"])
+        .current_dir(&cloned)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
+}
