@@ -336,9 +336,18 @@ mod tests {
         let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).ok();
         assert_eq!(read("a.py").as_deref(), Some("print('a')\n"));
         assert_eq!(read("new.py"), None);
-        assert_eq!(read("PLAN.md").as_deref(), Some("# PLAN\n- allowed change\n"));
-        assert!(read("build/out.txt").is_some(), "ignored files are not the guard's");
-        let mut paths: Vec<_> = restored.iter().map(|r| (r.path.clone(), r.action)).collect();
+        assert_eq!(
+            read("PLAN.md").as_deref(),
+            Some("# PLAN\n- allowed change\n")
+        );
+        assert!(
+            read("build/out.txt").is_some(),
+            "ignored files are not the guard's"
+        );
+        let mut paths: Vec<_> = restored
+            .iter()
+            .map(|r| (r.path.clone(), r.action))
+            .collect();
         paths.sort();
         assert_eq!(
             paths,
@@ -383,7 +392,9 @@ mod tests {
         };
         assert_eq!(restored.len(), 1);
         assert_eq!(
-            std::fs::read_to_string(tmp.path().join("pipeline.yml")).ok().as_deref(),
+            std::fs::read_to_string(tmp.path().join("pipeline.yml"))
+                .ok()
+                .as_deref(),
             Some("version: 1\n")
         );
     }
