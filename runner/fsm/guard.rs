@@ -51,12 +51,16 @@ pub struct Guard<'r> {
     git: Option<git2::Repository>,
     /// Files checked by content, relative to the root.
     watched: Vec<PathBuf>,
+    /// The runner's own folders (state, logs, artifacts): never hashed into a snapshot, which
+    /// would grow with every run and fill the repo's object store with artifacts.
+    skipped: Vec<PathBuf>,
 }
 
 impl<'r> Guard<'r> {
     /// `watched`: files checked by content whether or not git is there (the plan, the
     /// pipeline, the policy). `.git/config` and `.git/HEAD` are added when the repo has git.
-    pub fn new(repo: &'r Repo, watched: &[PathBuf]) -> Self {
+    /// `skipped`: folders left out of tree snapshots, relative to the root.
+    pub fn new(repo: &'r Repo, watched: &[PathBuf], skipped: &[PathBuf]) -> Self {
         // Only the repo's own .git: never search upwards into an enclosing repository.
         let git = git2::Repository::open_ext(
             repo.root(),
@@ -76,6 +80,7 @@ impl<'r> Guard<'r> {
             repo,
             git,
             watched: all,
+            skipped: skipped.to_vec(),
         }
     }
 
@@ -116,10 +121,13 @@ impl<'r> Guard<'r> {
         };
         let mut index = git.index().map_err(err)?;
         index.read(true).map_err(err)?;
+        // 0 adds the path, 1 skips it.
+        let mut skip =
+            |path: &Path, _: &[u8]| i32::from(self.skipped.iter().any(|s| path.starts_with(s)));
         index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, Some(&mut skip))
             .map_err(err)?;
-        index.update_all(["*"], None).map_err(err)?;
+        index.update_all(["*"], Some(&mut skip)).map_err(err)?;
         let tree = index.write_tree().map_err(err)?;
         // Leave the in-memory index as the file on disk says: the snapshot is not staging.
         index.read(true).map_err(err)?;
@@ -309,7 +317,7 @@ mod tests {
     #[test]
     fn changes_outside_the_allowed_set_are_put_back_from_the_git_snapshot() {
         let (tmp, repo) = repo_with_git();
-        let guard = Guard::new(&repo, &[]);
+        let guard = Guard::new(&repo, &[], &[PathBuf::from(".aider_fsm")]);
         assert!(guard.has_git());
         let before = match guard.snapshot(Scope::WorkTree) {
             Ok(s) => s,
@@ -328,6 +336,7 @@ mod tests {
         write("new.py", "x = 1\n");
         write("PLAN.md", "# PLAN\n- allowed change\n");
         write("build/out.txt", "ignored by .gitignore\n");
+        write(".aider_fsm/logs/run.jsonl", "the runner's own\n");
         let only_plan = |rel: &Path| rel == Path::new("PLAN.md");
         let restored = match guard.restore_outside(&before, &only_plan) {
             Ok(r) => r,
@@ -377,7 +386,7 @@ mod tests {
             Ok(r) => r,
             Err(e) => panic!("{e}"),
         };
-        let guard = Guard::new(&repo, &[PathBuf::from("pipeline.yml")]);
+        let guard = Guard::new(&repo, &[PathBuf::from("pipeline.yml")], &[]);
         assert!(!guard.has_git());
         let before = match guard.snapshot(Scope::WorkTree) {
             Ok(s) => s,

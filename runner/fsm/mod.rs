@@ -140,12 +140,14 @@ impl<'a> Loop<'a> {
         // The built-in policy's source is not a path in the repo and is filtered out.
         contract.push(verify.policy.source.as_path());
         let protected = Protected::standard(repo, &contract);
-        let guard = Guard::new(repo, &protected.files);
         let out_rel = std::fs::canonicalize(&dirs.out_root)
             .unwrap_or_else(|_| dirs.out_root.clone())
             .strip_prefix(repo.root())
             .ok()
             .map(Path::to_path_buf);
+        let mut skipped = vec![PathBuf::from(".aider_fsm")];
+        skipped.extend(out_rel.clone());
+        let guard = Guard::new(repo, &protected.files, &skipped);
 
         let (state, resumed, corrupt) = match state::load(repo.root()) {
             Loaded::Found(s) if !s.finished && s.run_id.is_some() => (*s, true, None),
