@@ -250,7 +250,7 @@ pub struct ActionsRunArgs {
 /// Flags shared by every command that runs a repository's commands.
 #[derive(Debug, Args, Clone)]
 pub struct RepoArgs {
-    /// The target repository.
+    /// The target repository: a path (`run` also takes a git URL or GitHub `owner/name`, cloned shallow).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// The pipeline file (relative to the current directory, else to the repo).

@@ -489,6 +489,11 @@ fn bad_answers_get_errors_that_say_what_to_check() {
             ScriptedReply::status(404, r#"{"error":"model not found"}"#),
             "unknown model `scripted-test`",
         ),
+        // A hostile server cannot make the runner buffer an unbounded reply.
+        (
+            ScriptedReply::status(200, "x".repeat(33 << 20)),
+            "the reply is larger than",
+        ),
     ];
     for (reply, expected) in cases {
         let repo = calc_repo();
