@@ -137,6 +137,30 @@ impl Repo {
         Ok(host)
     }
 
+    /// The entries of a directory inside the repo, sorted: (name, is_dir). Symlinks are
+    /// listed as files and never followed.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<(String, bool)>, RepoError> {
+        let rel = self.relative(path)?;
+        let rel = if rel.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            rel
+        };
+        let entries = self
+            .dir
+            .read_dir(&rel)
+            .map_err(|e| Self::classify(path, e))?;
+        let mut out: Vec<(String, bool)> = entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                (e.file_name().to_string_lossy().into_owned(), is_dir)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Reads at most `cap` bytes of a regular file that untrusted code may have produced.
     /// Returns the bytes and whether the file was longer than the cap. Symlinks out of the
     /// repo, FIFOs, sockets and devices are refused without blocking.

@@ -62,6 +62,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         max_iters: 10,
         max_fix: 3,
         seeds: Vec::new(),
+        read_tools: false,
         progress: true,
     };
     let config = ClientConfig {

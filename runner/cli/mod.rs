@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// The plan file, relative to the repo.
     #[arg(long, default_value = "PLAN.md")]
     pub plan_path: String,
+    /// Offer the model read-only tools (read_file, list_dir, search) through tool calling;
+    /// a server that refuses tools gets plain requests.
+    #[arg(long)]
+    pub read_tools: bool,
     /// Verify once and stop (same as `fsm-runner verify`).
     #[arg(long)]
     pub preflight_only: bool,

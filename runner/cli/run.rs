@@ -55,6 +55,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         max_iters: args.max_iters,
         max_fix: args.max_fix,
         seeds: read_seeds(&args.seeds)?,
+        read_tools: args.read_tools,
         progress: true,
     };
     drive(

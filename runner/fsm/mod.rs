@@ -10,6 +10,7 @@
 pub mod guard;
 pub mod prompt;
 pub mod state;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,8 @@ pub const PLAN_ATTEMPTS: u32 = 3;
 pub const EDIT_ATTEMPTS: u32 = 3;
 /// Attempts at a mark-done reply before the runner marks the step itself.
 pub const MARK_DONE_ATTEMPTS: u32 = 2;
+/// Rounds of read-only tool calls per model call before a text answer is required.
+pub const TOOL_ROUNDS: u32 = 8;
 /// Lines of a failing command's output carried into prompts and block notes.
 const TAIL_LINES: usize = 40;
 const TAIL_CHARS: usize = 4000;
@@ -86,6 +89,8 @@ pub struct LoopSettings {
     pub max_fix: u32,
     /// `--seed` files: (name, text), appended to every snapshot.
     pub seeds: Vec<(String, String)>,
+    /// Offer the read-only tools (`--read-tools`).
+    pub read_tools: bool,
     pub progress: bool,
 }
 
@@ -425,7 +430,13 @@ impl<'a> Loop<'a> {
         }) + 1;
         let stem = format!("{seq:02}_{}_try{attempt}", phase.as_str().to_lowercase());
         dir.write_json(&format!("{stem}_request.json"), &messages)?;
-        let reply = match self.client.chat(messages) {
+        let answer = if self.settings.read_tools {
+            let tools = tools::RepoTools { repo: self.repo };
+            self.client.chat_with_tools(messages, &tools, TOOL_ROUNDS)
+        } else {
+            self.client.chat(messages)
+        };
+        let reply = match answer {
             Ok(reply) => reply,
             Err(e) => {
                 self.event(
@@ -453,6 +464,7 @@ impl<'a> Loop<'a> {
                 "total_tokens": reply.usage.total_tokens,
                 "latency_ms": reply.latency_ms,
                 "http_attempts": reply.attempts,
+                "tool_rounds": reply.tool_rounds,
             }),
         )?;
         Ok(reply.content)

@@ -87,27 +87,66 @@ pub fn chat_completions_url(base: &str) -> String {
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// An assistant message's calls of offered tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message answers this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
-    pub fn system(content: impl Into<String>) -> Self {
+    fn new(role: &str, content: String) -> Self {
         Message {
-            role: "system".into(),
-            content: content.into(),
+            role: role.into(),
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content.into())
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Message {
-            role: "user".into(),
-            content: content.into(),
-        }
+        Self::new("user", content.into())
     }
     pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content.into())
+    }
+    pub fn tool(call_id: &str, content: String) -> Self {
         Message {
-            role: "assistant".into(),
-            content: content.into(),
+            tool_call_id: Some(call_id.to_string()),
+            ..Self::new("tool", content)
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionCall {
+    pub name: String,
+    /// JSON text, as the model wrote it.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// Read-only tools offered to a model that can call them. The client knows nothing of what
+/// they do; errors go back to the model as text.
+pub trait ToolHost {
+    /// The request's `tools` array.
+    fn definitions(&self) -> serde_json::Value;
+    fn call(&self, name: &str, arguments: &str) -> String;
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -128,12 +167,24 @@ pub struct Reply {
     /// From the first attempt's start to the answer, retries and waits included.
     pub latency_ms: u64,
     pub attempts: u32,
+    /// Rounds of tool calls answered before the reply.
+    pub tool_rounds: u32,
 }
 
 #[derive(Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
     messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a serde_json::Value>,
+}
+
+/// One answered request.
+struct Completion {
+    content: String,
+    tool_calls: Vec<ToolCall>,
+    usage: Usage,
+    attempts: u32,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +203,8 @@ struct Choice {
 #[derive(Deserialize)]
 struct ChoiceMessage {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
 }
 
 /// A blocking client: the loop is sequential, so each call runs to completion on a private
@@ -161,11 +214,13 @@ pub struct ChatClient {
     url: String,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    /// Set when the server refused a request offering tools; later requests offer none.
+    tools_refused: std::cell::Cell<bool>,
 }
 
 /// What one attempt ended with, for the retry decision.
 enum Attempt {
-    Done(Result<(String, Usage), LlmError>),
+    Done(Result<(String, Vec<ToolCall>, Usage), LlmError>),
     Retry {
         reason: String,
         wait: Option<Duration>,
@@ -189,6 +244,7 @@ impl ChatClient {
             config,
             http,
             runtime,
+            tools_refused: std::cell::Cell::new(false),
         })
     }
 
@@ -202,24 +258,105 @@ impl ChatClient {
 
     /// Sends the conversation and returns the first choice's text.
     pub fn chat(&self, messages: &[Message]) -> Result<Reply, LlmError> {
-        self.runtime.block_on(self.chat_async(messages))
+        let started = Instant::now();
+        let done = self.runtime.block_on(self.complete(messages, None))?;
+        self.reply(done, started, 0)
     }
 
-    async fn chat_async(&self, messages: &[Message]) -> Result<Reply, LlmError> {
+    /// Like [`chat`](Self::chat), offering `tools`: tool calls are answered and the
+    /// conversation sent again, at most `max_rounds` times; then the model must answer in
+    /// text. A server that refuses the `tools` field (400 or 422) is asked again without it,
+    /// and not offered tools again.
+    pub fn chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &dyn ToolHost,
+        max_rounds: u32,
+    ) -> Result<Reply, LlmError> {
         let started = Instant::now();
+        let definitions = tools.definitions();
+        let mut conversation = messages.to_vec();
+        let mut usage = Usage::default();
+        let mut attempts = 0;
+        let mut rounds = 0;
+        loop {
+            let offer = rounds < max_rounds && !self.tools_refused.get();
+            let result = self
+                .runtime
+                .block_on(self.complete(&conversation, offer.then_some(&definitions)));
+            let done = match result {
+                Err(LlmError::Http {
+                    status: 400 | 422, ..
+                }) if offer => {
+                    self.tools_refused.set(true);
+                    continue;
+                }
+                other => other?,
+            };
+            usage.prompt_tokens += done.usage.prompt_tokens;
+            usage.completion_tokens += done.usage.completion_tokens;
+            usage.total_tokens += done.usage.total_tokens;
+            attempts += done.attempts;
+            if done.tool_calls.is_empty() || !offer {
+                let done = Completion {
+                    usage,
+                    attempts,
+                    ..done
+                };
+                return self.reply(done, started, rounds);
+            }
+            rounds += 1;
+            conversation.push(Message {
+                tool_calls: done.tool_calls.clone(),
+                ..Message::assistant(done.content)
+            });
+            for call in &done.tool_calls {
+                let answer = tools.call(&call.function.name, &call.function.arguments);
+                conversation.push(Message::tool(&call.id, answer));
+            }
+        }
+    }
+
+    fn reply(
+        &self,
+        done: Completion,
+        started: Instant,
+        tool_rounds: u32,
+    ) -> Result<Reply, LlmError> {
+        if done.content.trim().is_empty() {
+            return Err(LlmError::EmptyChoices {
+                url: self.url.clone(),
+            });
+        }
+        Ok(Reply {
+            content: done.content,
+            usage: done.usage,
+            latency_ms: started.elapsed().as_millis() as u64,
+            attempts: done.attempts,
+            tool_rounds,
+        })
+    }
+
+    /// One request with retries.
+    async fn complete(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Completion, LlmError> {
         let request = ChatRequest {
             model: &self.config.model,
             messages,
+            tools,
         };
         let attempts = self.config.max_retries + 1;
         let mut last = String::new();
         for attempt in 1..=attempts {
             match self.attempt(&request).await {
                 Attempt::Done(result) => {
-                    return result.map(|(content, usage)| Reply {
+                    return result.map(|(content, tool_calls, usage)| Completion {
                         content,
+                        tool_calls,
                         usage,
-                        latency_ms: started.elapsed().as_millis() as u64,
                         attempts: attempt,
                     });
                 }
@@ -320,23 +457,26 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Option<Vec<u8>>,
     Ok(Some(body))
 }
 
-fn parse_completion(url: &str, body: &[u8]) -> Result<(String, Usage), LlmError> {
+fn parse_completion(url: &str, body: &[u8]) -> Result<(String, Vec<ToolCall>, Usage), LlmError> {
     let parsed: ChatResponse = serde_json::from_slice(body).map_err(|e| LlmError::Malformed {
         url: url.to_string(),
         reason: e.to_string(),
         body: excerpt(body),
     })?;
-    let content = parsed
-        .choices
-        .into_iter()
-        .next()
-        .and_then(|c| c.message)
-        .and_then(|m| m.content)
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| LlmError::EmptyChoices {
+    let message = parsed.choices.into_iter().next().and_then(|c| c.message);
+    let (content, tool_calls) = match message {
+        Some(m) => (
+            m.content.unwrap_or_default(),
+            m.tool_calls.unwrap_or_default(),
+        ),
+        None => (String::new(), Vec::new()),
+    };
+    if content.trim().is_empty() && tool_calls.is_empty() {
+        return Err(LlmError::EmptyChoices {
             url: url.to_string(),
-        })?;
-    Ok((content, parsed.usage.unwrap_or_default()))
+        });
+    }
+    Ok((content, tool_calls, parsed.usage.unwrap_or_default()))
 }
 
 fn describe_transport(e: &reqwest::Error) -> String {
@@ -392,7 +532,7 @@ mod tests {
     #[test]
     fn completion_parsing_errors_are_typed() {
         let ok = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        let (text, usage) = match parse_completion("u", ok) {
+        let (text, _, usage) = match parse_completion("u", ok) {
             Ok(v) => v,
             Err(e) => panic!("{e}"),
         };

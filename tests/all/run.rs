@@ -170,6 +170,10 @@ fn a_run_goes_plan_execute_verify_to_done() {
         assert_eq!(r.path, "/v1/chat/completions");
         assert_eq!(r.authorization.as_deref(), Some("Bearer test-key"));
         assert_eq!(r.body["model"], "scripted-test");
+        assert!(
+            r.body.get("tools").is_none(),
+            "tools are offered only with --read-tools"
+        );
     }
     // The snapshot carries the plan, the pipeline and the git status; execute names the step.
     let first = requests[0].messages_text();
@@ -818,4 +822,92 @@ fn a_git_daemon_url_is_cloned_shallow() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
+}
+
+fn tool_calls_body(calls: &[(&str, &str, &str)]) -> String {
+    let calls: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|(id, name, args)| {
+            serde_json::json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})
+        })
+        .collect();
+    serde_json::json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": calls}}]})
+        .to_string()
+}
+
+#[test]
+fn read_tools_let_the_model_look_inside_the_repo_and_nowhere_else() {
+    let repo = calc_repo();
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(outside.path().join("secret.txt"), "TOP-SECRET\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(outside.path(), repo.path().join("link"))
+        .unwrap_or_else(|e| panic!("symlink: {e}"));
+    let look = tool_calls_body(&[
+        ("c1", "read_file", r#"{"path": "calc.py"}"#),
+        ("c2", "read_file", r#"{"path": "link/secret.txt"}"#),
+        ("c3", "search", r#"{"pattern": "return a"}"#),
+        ("c4", "list_dir", r#"{"path": "."}"#),
+        ("c5", "read_file", r#"{"path": "/etc/passwd"}"#),
+    ]);
+    let mut replies = vec![ScriptedReply::status(200, look)];
+    replies.extend(texts(&[NO_CHANGE, &fix(), &mark_done(), NO_CHANGE]));
+    let server = server(replies);
+    let run = run_loop(&repo, &server, &["--read-tools"]);
+    run.expect_code(0);
+    let requests = server.requests();
+    assert!(requests[0].body["tools"].is_array());
+    let answers: std::collections::BTreeMap<String, String> = requests[1].body["messages"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["role"] == "tool")
+                .map(|m| {
+                    (
+                        m["tool_call_id"].as_str().unwrap_or_default().to_string(),
+                        m["content"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(answers["c1"].contains("return a - b"), "{answers:?}");
+    assert!(
+        answers["c2"].contains("outside the repository"),
+        "{answers:?}"
+    );
+    assert!(
+        !answers
+            .values()
+            .any(|a| a.contains("TOP-SECRET") || a.contains("root:"))
+    );
+    assert!(
+        answers["c3"].contains("calc.py:2:     return a - b"),
+        "{answers:?}"
+    );
+    let listing: Vec<&str> = answers["c4"].lines().collect();
+    assert!(listing.contains(&"test_calc.py"), "{answers:?}");
+    assert!(
+        !listing.contains(&".git/"),
+        "the runner's folders are not listed"
+    );
+    assert!(answers["c5"].starts_with("error:"), "{answers:?}");
+    let events = log_events(&repo);
+    assert_eq!(events_named(&events, "model_call")[0]["tool_rounds"], 1);
+}
+
+#[test]
+fn a_server_that_refuses_tools_gets_plain_requests() {
+    let repo = calc_repo();
+    let mut replies = vec![ScriptedReply::status(
+        400,
+        r#"{"error": "tools are not supported"}"#,
+    )];
+    replies.extend(texts(&[NO_CHANGE, &fix(), &mark_done(), NO_CHANGE]));
+    let server = server(replies);
+    let run = run_loop(&repo, &server, &["--read-tools"]);
+    run.expect_code(0);
+    let requests = server.requests();
+    assert!(requests[0].body["tools"].is_array());
+    assert!(requests[1..].iter().all(|r| r.body.get("tools").is_none()));
 }
