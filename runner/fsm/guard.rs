@@ -182,6 +182,9 @@ impl<'r> Guard<'r> {
             if total > max_lines {
                 out.push_str(&format!("... and {} more\n", total - max_lines));
             }
+            if let Some(stat) = diff_stat(git) {
+                out.push_str(&stat);
+            }
         }
         out
     }
@@ -284,6 +287,17 @@ impl<'r> Guard<'r> {
         }
         Ok(())
     }
+}
+
+/// ` N files changed, X insertions(+), Y deletions(-)` of the work tree against HEAD.
+fn diff_stat(git: &git2::Repository) -> Option<String> {
+    let head = git.head().ok()?.peel_to_tree().ok()?;
+    let diff = git
+        .diff_tree_to_workdir_with_index(Some(&head), None)
+        .ok()?;
+    let stats = diff.stats().ok()?;
+    let buf = stats.to_buf(git2::DiffStatsFormat::SHORT, 80).ok()?;
+    buf.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -411,10 +411,34 @@ impl<'a> Loop<'a> {
             pending_actions: read(actions::ACTIONS_PATH),
             iteration: self.state.iter_idx,
             max_iters: self.settings.max_iters,
+            run_state: self.run_state_text(),
             git: self.guard.status_report(50),
             files,
             seeds: self.settings.seeds.clone(),
         })
+    }
+
+    fn run_state_text(&self) -> String {
+        let state = &self.state;
+        let step = match (&state.current_step_id, &state.current_step_text) {
+            (Some(id), Some(text)) => format!("(STEP_ID={id}) {text}"),
+            _ => "none".into(),
+        };
+        let fixes = state
+            .current_step_id
+            .as_ref()
+            .and_then(|id| state.fix_attempts.get(id))
+            .copied()
+            .unwrap_or(0);
+        let last = match &state.last_verification {
+            None => "not run yet in this run".to_string(),
+            Some(v) if v.ok => "passed".to_string(),
+            Some(v) => format!("FAILED at `{}`", v.failed_stage.as_deref().unwrap_or("?")),
+        };
+        format!(
+            "current step: {step}\nfix attempts for it: {fixes} of at most {}\nlast verification: {last}",
+            self.settings.max_fix
+        )
     }
 
     // ---- the model ----

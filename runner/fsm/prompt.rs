@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub pending_actions: Option<String>,
     pub iteration: u32,
     pub max_iters: u32,
+    /// Where the run stands: the step, its fix attempts, the last verification.
+    pub run_state: String,
     /// `M path`-style lines and a diff stat, or a note that there is no git.
     pub git: String,
     /// Top-level names, for orientation.
@@ -128,6 +130,7 @@ pub fn snapshot(s: &Snapshot) -> String {
             actions.trim_end()
         );
     }
+    let _ = writeln!(out, "## Run state\n{}\n", s.run_state.trim_end());
     let _ = writeln!(out, "## Repository status\n{}\n", s.git.trim_end());
     if !s.files.is_empty() {
         let _ = writeln!(out, "## Top-level files\n{}\n", s.files.join(", "));

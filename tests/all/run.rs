@@ -184,6 +184,11 @@ fn a_run_goes_plan_execute_verify_to_done() {
             .messages_text()
             .contains("(STEP_ID=001) Fix add()")
     );
+    assert!(
+        requests[1]
+            .messages_text()
+            .contains("current step: (STEP_ID=001) Fix add()")
+    );
 
     let state = state(&repo);
     assert_eq!(state["finished"], true);
@@ -361,6 +366,15 @@ fn a_failed_verification_gets_a_fix_with_the_failure_tail_then_passes() {
         fix_prompt.contains("iter_0001"),
         "the artifacts path is in the prompt"
     );
+    // The snapshot carries the run state and what changed since HEAD.
+    for expected in [
+        "fix attempts for it: 1 of at most 10",
+        "last verification: FAILED at `tests`",
+        " M calc.py",
+        "1 file changed, 1 insertion(+), 1 deletion(-)",
+    ] {
+        assert!(fix_prompt.contains(expected), "{expected}: {fix_prompt}");
+    }
     let dir = run_dir(&repo);
     assert_eq!(
         artifact_json(&dir.join("iter_0001"), "summary.json")["ok"],
