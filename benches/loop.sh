@@ -16,10 +16,8 @@ rounds=5
 warmup_steps=1
 warmup_single=3
 
-if ! command -v hyperfine >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y -qq hyperfine || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq hyperfine; }
-fi
+source benches/lib.sh
+ensure_tools "hyperfine"
 cargo build --release --quiet
 bin="$PWD/target/release/fsm-runner"
 
@@ -91,9 +89,9 @@ for round in $(seq 1 $rounds); do
     -n "the tests command once" "bash -c '$tests_cmd'" >/dev/null)
 done
 
-python3 - docs/performance.md "$runs" "$rounds" "$steps" "$work" <<'PY'
+python3 - "$runs" "$rounds" "$steps" "$work" <<'PY' | write_section docs/performance.md
 import json, re, statistics, sys, platform, datetime
-path, runs, rounds, steps, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+runs, rounds, steps, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 def load(kind):
     return [{r["command"]: r["median"] for r in json.load(open(f"{work}/{kind}-{i}.json"))["results"]}
             for i in range(1, rounds + 1)]
@@ -129,11 +127,5 @@ lines += ["",
     f"{verdict} the target. A run of a single iteration costs {single:.2f}x, because it also pays the "
     "process start-up once (see below).", ""]
 section = "\n".join(lines)
-doc = open(path).read()
-if "## Loop iteration vs its commands" in doc:
-    doc = re.sub(r"## Loop iteration vs its commands\n.*?(?=\n## |\Z)", section, doc, flags=re.S)
-else:
-    doc = doc.rstrip() + "\n\n" + section
-open(path, "w").write(doc.rstrip() + "\n")
 print(section)
 PY

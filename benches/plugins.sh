@@ -8,10 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 calls="${1:-2000}"
 
-if ! command -v hyperfine >/dev/null || ! command -v jq >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y -qq hyperfine jq || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq hyperfine jq; }
-fi
+source benches/lib.sh
+ensure_tools "hyperfine" "jq"
 cargo build --release --quiet
 bin="$PWD/target/release/fsm-runner"
 
@@ -31,9 +29,9 @@ for round in $(seq 1 $rounds); do
     -n python3 "python3 -c 'import json,sys; sys.exit(0 if json.load(open(\"m.json\"))[\"score\"] >= 0.8 else 1)'" >/dev/null)
 done
 
-python3 - docs/performance.md "$calls" "$rounds" "$work" <<'PY'
+python3 - "$calls" "$rounds" "$work" <<'PY' | write_section docs/performance.md
 import json, re, statistics, sys, datetime, platform
-path, calls, rounds, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+calls, rounds, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = []
 for r in range(1, rounds + 1):
     plugin = json.load(open(f"{work}/plugin-{r}.json"))["mean_call_us"] / 1e6
@@ -63,11 +61,5 @@ section = "\n".join([
     f"(rounds: {spread}) and {vs_py:.3f}x python3: it {verdict} the target.",
     "",
 ])
-doc = open(path).read()
-if "## Plugin call vs subprocess" in doc:
-    doc = re.sub(r"## Plugin call vs subprocess\n.*?(?=\n## |\Z)", section, doc, flags=re.S)
-else:
-    doc = doc.rstrip() + "\n\n" + section
-open(path, "w").write(doc.rstrip() + "\n")
 print(section)
 PY

@@ -8,10 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-200}"
 
-if ! command -v hyperfine >/dev/null || ! command -v bwrap >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y -qq hyperfine bubblewrap || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq hyperfine bubblewrap; }
-fi
+source benches/lib.sh
+ensure_tools "hyperfine" "bwrap:bubblewrap"
 cargo build --release --quiet
 bin="$PWD/target/release/fsm-runner"
 
@@ -36,9 +34,9 @@ for round in $(seq 1 $rounds); do
 done
 cd - >/dev/null
 
-python3 - docs/performance.md "$runs" "$rounds" "$work"/result-*.json <<'PY'
+python3 - "$runs" "$rounds" "$work"/result-*.json <<'PY' | write_section docs/performance.md
 import json, re, statistics, sys, platform, datetime
-path, runs, rounds, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+runs, rounds, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 per_round = [{r["command"]: r["median"] for r in json.load(open(f))["results"]} for f in files]
 names = list(per_round[0])
 med = {n: statistics.median(r[n] for r in per_round) for n in names}
@@ -63,14 +61,5 @@ lines += ["", f"Target: no slower than bwrap. `sandbox exec` is {ours:.2f}x bwra
           "Besides the namespaces bwrap sets up, it parses the policy, locates toolchains, and applies "
           "Landlock, seccomp and rlimits.", ""]
 section = "\n".join(lines)
-try:
-    doc = open(path).read()
-except FileNotFoundError:
-    doc = "# Performance\n\nEvery number here comes from a committed benchmark that anyone can run.\n\n"
-if "## Sandbox start-up" in doc:
-    doc = re.sub(r"## Sandbox start-up\n.*?(?=\n## |\Z)", section, doc, flags=re.S)
-else:
-    doc = doc.rstrip() + "\n\n" + section
-open(path, "w").write(doc.rstrip() + "\n")
 print(section)
 PY
